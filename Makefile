@@ -1,0 +1,55 @@
+# StreamPulse pipelines. `make run` runs the main jobs on a generated demo day (no server needed);
+# `make test` runs every test, starting what the tests need. See README.md.
+
+# Builds live outside the clone, so CI reruns and fresh clones reuse them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/streampulse/target
+BIN := $(CARGO_TARGET_DIR)/release
+DATA ?= ./data
+DEMO_DATE ?= 2026-11-26
+# One profile for everything (tests included), so DataFusion is compiled once.
+CARGO_FLAGS := --release --workspace --locked
+
+.PHONY: all build run test test-rust test-e2e bench lint fmt clean
+
+all: build
+
+build:
+	cargo build $(CARGO_FLAGS)
+
+run: build
+	@if [ ! -f "$(DATA)/exports/plays-$(DEMO_DATE).csv" ]; then \
+	  echo "== generating a demo day ($(DEMO_DATE)) under $(DATA)"; \
+	  $(BIN)/datagen --date $(DEMO_DATE) --data-root $(DATA) --plays 200000 --users 20000 --songs 5000 \
+	    --experiment-users 10000 --bad-rows 0.0005; \
+	fi
+	@echo "== play-counts $(DEMO_DATE)"
+	$(BIN)/play-counts --date $(DEMO_DATE) --data-root $(DATA) --input $(DATA)/exports/plays-$(DEMO_DATE).csv
+	@echo
+	@echo "Outputs under $(DATA):"
+	@find $(DATA) -path '*date=$(DEMO_DATE)*' -type f | grep -v '/exports/' | sort | sed 's/^/  /'
+	@echo "Run records: $(DATA)/runs/"
+
+test: test-rust test-e2e
+
+test-rust:
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run $(CARGO_FLAGS) --no-fail-fast; \
+	else \
+	  cargo test $(CARGO_FLAGS) --no-fail-fast; \
+	fi
+
+test-e2e: build
+	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN)
+
+bench: build
+	bench/play_counts.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	rm -rf $(DATA)

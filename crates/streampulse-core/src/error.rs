@@ -1,0 +1,127 @@
+//! The core error type. Variants are grouped by who must act: the data's owner (bad input), the
+//! operator (configuration), the platform (a service), or us (an internal bug). Each group maps to
+//! one documented exit code, so Airflow can tell "retry" from "fix the file".
+
+use std::path::PathBuf;
+
+use crate::exit::ExitCode;
+
+/// Result alias used across the core crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- bad input: the data's owner must act --------------------------------------------------
+    /// A malformed input that cannot be read at all (missing header, missing column, ...).
+    #[error("{file}:{line}: column {column}: {reason}")]
+    Input {
+        file: String,
+        line: u64,
+        column: String,
+        reason: String,
+    },
+
+    /// More rows were rejected than `--max-reject-share` allows.
+    #[error(
+        "{rejected} of {rows} input rows rejected ({share:.4}%), more than the allowed {max:.4}%; \
+         see {rejects_path}",
+        share = 100.0 * *rejected as f64 / (*rows).max(1) as f64,
+        max = 100.0 * max_share
+    )]
+    TooManyRejects {
+        rejected: u64,
+        rows: u64,
+        max_share: f64,
+        rejects_path: String,
+    },
+
+    /// An expected input dataset or file does not exist.
+    #[error("input not found: {0}")]
+    InputMissing(String),
+
+    // --- configuration: the operator must act -------------------------------------------------
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    // --- external services and the platform ------------------------------------------------------
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error("interrupted by signal")]
+    Cancelled,
+
+    // --- libraries: usually a bug or a resource problem ---------------------------------------------
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on: a bare "No such file" helps nobody.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit code this error should end the run with (see [`ExitCode`]).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Input { .. } | Error::TooManyRejects { .. } | Error::InputMissing(_) => {
+                ExitCode::DataErr
+            }
+            Error::Config(_) => ExitCode::Usage,
+            Error::Io { source, .. } => io_exit_code(source),
+            Error::ObjectStore(_) => ExitCode::TempFail,
+            Error::Cancelled => ExitCode::TempFail,
+            Error::DataFusion(e) => match e.find_root() {
+                datafusion::error::DataFusionError::ResourcesExhausted(_) => ExitCode::TempFail,
+                datafusion::error::DataFusionError::IoError(io) => io_exit_code(io),
+                datafusion::error::DataFusionError::External(inner) => inner
+                    .downcast_ref::<Error>()
+                    .map_or(ExitCode::Internal, Error::exit_code),
+                _ => ExitCode::Internal,
+            },
+            Error::Arrow(_) | Error::Parquet(_) | Error::Json(_) | Error::Internal(_) => {
+                ExitCode::Internal
+            }
+        }
+    }
+}
+
+fn io_exit_code(e: &std::io::Error) -> ExitCode {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => ExitCode::DataErr,
+        // A full disk or a flaky mount is worth a retry; a permission error is not.
+        PermissionDenied => ExitCode::Internal,
+        _ => ExitCode::TempFail,
+    }
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(inner) => inner,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Where datasets live. A data root is a local directory or an object-store URL; datasets are laid
+//! out Hive-style: `<root>/<dataset>/<key>=<value>/part-N.parquet` (DESIGN.md).
+//!
+//! Outputs are staged in a local directory first and published at the end: locally by renaming the
+//! staged directory over the partition (readers see the old or the new partition, never half of
+//! one); on an object store by uploading each file (each PUT is atomic) and then deleting the
+//! partition's stale objects.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A partition of a dataset: `date=2026-11-26`, `month=2026-11`, `experiment=exp-1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub key: &'static str,
+    pub value: String,
+}
+
+impl Partition {
+    pub fn date(date: chrono::NaiveDate) -> Self {
+        Partition {
+            key: "date",
+            value: date.format("%Y-%m-%d").to_string(),
+        }
+    }
+    pub fn dir_name(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+}
+
+#[derive(Clone)]
+pub enum DataRoot {
+    Local(PathBuf),
+    ObjectStore {
+        url: Url,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+impl std::fmt::Debug for DataRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl DataRoot {
+    /// Parses a local path or `s3://bucket/prefix` (credentials from the usual AWS_* variables).
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("file://") {
+            return Ok(DataRoot::Local(PathBuf::from(rest)));
+        }
+        if !s.contains("://") {
+            return Ok(DataRoot::Local(PathBuf::from(s)));
+        }
+        let url = Url::parse(s).map_err(|e| Error::Config(format!("--data-root {s:?}: {e}")))?;
+        match url.scheme() {
+            "s3" | "s3a" => {
+                let bucket = url
+                    .host_str()
+                    .ok_or_else(|| Error::Config(format!("--data-root {s:?} names no bucket")))?;
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                let prefix = ObjectPath::from(url.path().trim_matches('/'));
+                Ok(DataRoot::ObjectStore {
+                    url,
+                    store: Arc::new(store),
+                    prefix,
+                })
+            }
+            other => Err(Error::Config(format!(
+                "--data-root scheme {other:?} is not supported (use a local path or s3://)"
+            ))),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            DataRoot::Local(p) => p.display().to_string(),
+            DataRoot::ObjectStore { url, .. } => url.to_string(),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, DataRoot::Local(_))
+    }
+
+    /// The URL or path of a dataset's partition, as DataFusion's listing tables take it.
+    pub fn partition_url(&self, dataset: &str, partition: &Partition) -> String {
+        match self {
+            DataRoot::Local(p) => {
+                format!("{}/", p.join(dataset).join(partition.dir_name()).display())
+            }
+            DataRoot::ObjectStore { url, .. } => {
+                format!(
+                    "{}/{dataset}/{}/",
+                    url.as_str().trim_end_matches('/'),
+                    partition.dir_name()
+                )
+            }
+        }
+    }
+
+    /// A local path below the root (local roots only: CSV exports, rejects, run records).
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        match self {
+            DataRoot::Local(p) => Some(p.join(rel)),
+            DataRoot::ObjectStore { .. } => None,
+        }
+    }
+
+    /// Lists the values of a dataset's partitions (e.g. all dates of `charts`), sorted.
+    pub async fn list_partitions(&self, dataset: &str, key: &str) -> Result<Vec<String>> {
+        let prefix = format!("{key}=");
+        let mut values = Vec::new();
+        match self {
+            DataRoot::Local(root) => {
+                let dir = root.join(dataset);
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(values),
+                    Err(e) => return Err(Error::io(dir, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    if let Some(v) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix(&prefix))
+                    {
+                        if entry.path().is_dir() {
+                            values.push(v.to_string());
+                        }
+                    }
+                }
+            }
+            DataRoot::ObjectStore {
+                store,
+                prefix: root,
+                ..
+            } => {
+                let base = root.clone().join(dataset);
+                let listing = store.list_with_delimiter(Some(&base)).await?;
+                for p in listing.common_prefixes {
+                    if let Some(v) = p.filename().and_then(|n| n.strip_prefix(&prefix)) {
+                        values.push(v.to_string());
+                    }
+                }
+            }
+        }
+        values.sort();
+        Ok(values)
+    }
+
+    /// Publishes a fully written local staging directory as `<dataset>/<partition>/`, replacing
+    /// whatever the partition held before.
+    pub async fn publish_partition(
+        &self,
+        staged: &Path,
+        dataset: &str,
+        partition: &Partition,
+    ) -> Result<()> {
+        match self {
+            DataRoot::Local(root) => {
+                let target = root.join(dataset).join(partition.dir_name());
+                let parent = root.join(dataset);
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                replace_dir(staged, &target)
+            }
+            DataRoot::ObjectStore { store, prefix, .. } => {
+                let base = prefix.clone().join(dataset).join(partition.dir_name());
+                let mut written = Vec::new();
+                for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
+                    let entry = entry.map_err(|e| Error::io(staged, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let dest = base.clone().join(name.as_str());
+                    upload_file(store.as_ref(), &entry.path(), &dest).await?;
+                    written.push(dest);
+                }
+                let old: Vec<_> = store.list(Some(&base)).try_collect().await?;
+                for meta in old {
+                    if !written.contains(&meta.location) {
+                        store.delete(&meta.location).await?;
+                    }
+                }
+                let _ = std::fs::remove_dir_all(staged);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one small file (run record, rejects, report) atomically at `<root>/<rel>`.
+    pub async fn put_file(&self, rel: &str, bytes: &[u8]) -> Result<String> {
+        match self {
+            DataRoot::Local(root) => {
+                let path = root.join(rel);
+                write_atomic(&path, bytes)?;
+                Ok(path.display().to_string())
+            }
+            DataRoot::ObjectStore { store, prefix, url } => {
+                let mut dest = prefix.clone();
+                for part in rel.split('/') {
+                    dest = dest.join(part);
+                }
+                store.put(&dest, bytes.to_vec().into()).await?;
+                Ok(format!("{}/{rel}", url.as_str().trim_end_matches('/')))
+            }
+        }
+    }
+}
+
+async fn upload_file(store: &dyn ObjectStore, src: &Path, dest: &ObjectPath) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(src)
+        .await
+        .map_err(|e| Error::io(src, e))?;
+    let upload = store.put_multipart(dest).await?;
+    let mut writer = object_store::WriteMultipart::new(upload);
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| Error::io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n]);
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, so readers never see a
+/// half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = temp_sibling(path);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// `dir/.name.tmp-<pid>`: hidden, so DataFusion listings and Hive readers skip it.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Moves `staged` to `target`, replacing an existing directory: rename the old one aside, rename
+/// the new one in, delete the old. Both renames are atomic on one file system.
+fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        let old = temp_sibling(target).with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
+        std::fs::rename(staged, target).map_err(|e| Error::io(target, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
+    } else {
+        std::fs::rename(staged, target).map_err(|e| Error::io(target, e))
+    }
+}
+
+/// A staging directory for a partition, on the same file system as the target when the root is
+/// local (so the final rename is atomic), else in the spill directory.
+pub fn staging_dir(
+    root: &DataRoot,
+    spill_dir: &Path,
+    dataset: &str,
+    partition: &Partition,
+) -> Result<PathBuf> {
+    let dir = match root {
+        DataRoot::Local(p) => p.join(dataset).join(format!(
+            ".{}.staging-{}",
+            partition.dir_name(),
+            std::process::id()
+        )),
+        DataRoot::ObjectStore { .. } => spill_dir.join(format!(
+            "sp-staging-{dataset}-{}-{}",
+            partition.dir_name(),
+            std::process::id()
+        )),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn publishing_replaces_a_partition_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        let part = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+        for files in [
+            &["part-0.parquet", "part-1.parquet"][..],
+            &["part-0.parquet"][..],
+        ] {
+            let staged = staging_dir(&root, tmp.path(), "ds", &part).unwrap();
+            for f in files {
+                std::fs::write(staged.join(f), b"x").unwrap();
+            }
+            root.publish_partition(&staged, "ds", &part).await.unwrap();
+        }
+        let dir = tmp.path().join("ds/date=2026-11-26");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["part-0.parquet"], "the stale part-1 must be gone");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("ds")).unwrap().collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no staging or old directories left behind"
+        );
+        assert_eq!(
+            root.list_partitions("ds", "date").await.unwrap(),
+            ["2026-11-26"]
+        );
+    }
+
+    #[test]
+    fn roots_parse_paths_and_reject_unknown_schemes() {
+        assert!(DataRoot::parse("./data").unwrap().is_local());
+        assert!(DataRoot::parse("file:///tmp/x").unwrap().is_local());
+        assert!(matches!(
+            DataRoot::parse("ftp://x/y"),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,185 @@
+//! Writing datasets: Parquet files in a staging directory, published as a whole partition only
+//! when every output of the run is complete (so a failed or cancelled run leaves nothing behind).
+//!
+//! Reruns give the same bytes: rows arrive sorted from the plan, are re-cut into fixed-size
+//! batches (so page and row-group boundaries do not depend on how the engine happened to batch
+//! them) and written with fixed writer properties.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::location::{DataRoot, Partition, staging_dir};
+
+/// Rows per write batch and per row group / file: fixed so that output bytes are reproducible.
+const WRITE_BATCH_ROWS: usize = 64 * 1024;
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+const FILE_ROWS: usize = 32 * 1024 * 1024;
+
+/// A written, not yet published, partition of one dataset.
+#[derive(Debug)]
+pub struct StagedPartition {
+    pub dataset: String,
+    pub partition: Partition,
+    pub dir: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: usize,
+}
+
+impl StagedPartition {
+    /// Makes the partition visible under the data root, replacing an earlier run's.
+    pub async fn publish(self, root: &DataRoot) -> Result<String> {
+        root.publish_partition(&self.dir, &self.dataset, &self.partition)
+            .await?;
+        Ok(root.partition_url(&self.dataset, &self.partition))
+        // Drop finds the staging directory gone (renamed or uploaded) and does nothing.
+    }
+}
+
+/// A staged partition that is never published (failed or cancelled run) removes its files.
+impl Drop for StagedPartition {
+    fn drop(&mut self) {
+        if self.dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by("streampulse".into())
+        .build()
+}
+
+/// Writes a sorted stream as `part-N.parquet` files of `schema` (the contract schema: columns are
+/// cast to it, and a null in a non-null column is an error, not a silent change of contract).
+pub async fn write_partition(
+    root: &DataRoot,
+    spill_dir: &std::path::Path,
+    dataset: &str,
+    partition: &Partition,
+    schema: &SchemaRef,
+    mut stream: SendableRecordBatchStream,
+) -> Result<StagedPartition> {
+    let dir = staging_dir(root, spill_dir, dataset, partition)?;
+    let mut staged = StagedPartition {
+        dataset: dataset.into(),
+        partition: partition.clone(),
+        dir,
+        rows: 0,
+        bytes: 0,
+        files: 0,
+    };
+    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+    let mut rows_in_file = 0usize;
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+
+    let mut write = |batch: RecordBatch,
+                     staged: &mut StagedPartition,
+                     writer: &mut Option<ArrowWriter<std::fs::File>>|
+     -> Result<()> {
+        if writer.is_none() {
+            let path = staged.dir.join(format!("part-{}.parquet", staged.files));
+            let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            *writer = Some(ArrowWriter::try_new(
+                file,
+                schema.clone(),
+                Some(writer_properties()),
+            )?);
+            staged.files += 1;
+            rows_in_file = 0;
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&batch)?;
+        }
+        rows_in_file += batch.num_rows();
+        staged.rows += batch.num_rows() as u64;
+        if rows_in_file >= FILE_ROWS {
+            close(writer.take(), staged)?;
+        }
+        Ok(())
+    };
+
+    loop {
+        let next = stream.next().await.transpose()?;
+        let done = next.is_none();
+        if let Some(batch) = next {
+            if batch.num_rows() > 0 {
+                pending_rows += batch.num_rows();
+                pending.push(conform(batch, schema)?);
+            }
+        }
+        while pending_rows >= WRITE_BATCH_ROWS || (done && pending_rows > 0) {
+            let all = concat_batches(schema, &pending)?;
+            let take = all.num_rows().min(WRITE_BATCH_ROWS);
+            write(all.slice(0, take), &mut staged, &mut writer)?;
+            let rest = all.slice(take, all.num_rows() - take);
+            pending_rows = rest.num_rows();
+            pending = if pending_rows > 0 { vec![rest] } else { vec![] };
+        }
+        if done {
+            break;
+        }
+    }
+    if staged.files == 0 {
+        // An empty partition is still a partition: one file with the schema and no rows.
+        write(
+            RecordBatch::new_empty(schema.clone()),
+            &mut staged,
+            &mut writer,
+        )?;
+    }
+    close(writer.take(), &mut staged)?;
+    Ok(staged)
+}
+
+fn close(writer: Option<ArrowWriter<std::fs::File>>, staged: &mut StagedPartition) -> Result<()> {
+    if let Some(w) = writer {
+        let file = w.into_inner()?;
+        file.sync_all().map_err(|e| Error::io(&staged.dir, e))?;
+        staged.bytes += file
+            .metadata()
+            .map_err(|e| Error::io(&staged.dir, e))?
+            .len();
+    }
+    Ok(())
+}
+
+/// Casts a batch's columns to the contract schema, by position.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(Error::Internal(format!(
+            "a plan produced {} columns where the contract has {}",
+            batch.num_columns(),
+            schema.fields().len()
+        )));
+    }
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(col, field)| {
+            if col.data_type() == field.data_type() {
+                Ok(Arc::clone(col))
+            } else {
+                arrow::compute::cast(col, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::Internal(format!("output breaks its contract: {e}")))
+}

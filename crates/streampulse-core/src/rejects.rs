@@ -1,0 +1,187 @@
+//! Rejected input rows: kept with their reason, never dropped silently (DESIGN.md).
+//!
+//! Layout: `<root>/rejects/<pipeline>/<partition>/rejects.jsonl`, one JSON object per rejected row
+//! with `file`, `line`, `column`, `reason` and `raw`, so `wc -l` counts them. The file is streamed
+//! to a temporary sibling and renamed into place when the run ends; a run with no rejects removes
+//! a stale file from an earlier run of the same date.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::location::{DataRoot, Partition, temp_sibling};
+
+/// One rejected input row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    pub file: String,
+    /// Physical line (1 = the header) where the record starts; for Parquet input, the row index.
+    pub line: u64,
+    /// The column that failed to parse; null when the record as a whole is malformed.
+    pub column: Option<String>,
+    pub reason: String,
+    /// The record as it appeared in the input.
+    pub raw: String,
+}
+
+/// Streams rejects of one run to disk and publishes them at the end.
+pub struct RejectSink {
+    target: PathBuf,
+    tmp: PathBuf,
+    writer: Option<BufWriter<std::fs::File>>,
+    count: u64,
+    root: DataRoot,
+    rel: String,
+}
+
+impl RejectSink {
+    /// A sink for `pipeline`'s rejects of `partition`. For object-store roots the file is staged
+    /// in `spill_dir` and uploaded by [`RejectSink::finish`].
+    pub fn new(
+        root: &DataRoot,
+        spill_dir: &std::path::Path,
+        pipeline: &str,
+        partition: &Partition,
+    ) -> Self {
+        let rel = format!("rejects/{pipeline}/{}/rejects.jsonl", partition.dir_name());
+        let target = root.local_path(&rel).unwrap_or_else(|| {
+            spill_dir.join(format!(
+                "sp-rejects-{pipeline}-{}.jsonl",
+                partition.dir_name()
+            ))
+        });
+        let tmp = temp_sibling(&target);
+        RejectSink {
+            target,
+            tmp,
+            writer: None,
+            count: 0,
+            root: root.clone(),
+            rel,
+        }
+    }
+
+    /// Where the rejects end up (for messages and run records).
+    pub fn location(&self) -> String {
+        match &self.root {
+            DataRoot::Local(_) => self.target.display().to_string(),
+            DataRoot::ObjectStore { url, .. } => {
+                format!("{}/{}", url.as_str().trim_end_matches('/'), self.rel)
+            }
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn push(&mut self, reject: &Reject) -> Result<()> {
+        if self.writer.is_none() {
+            let parent = self.tmp.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            let f = std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+            self.writer = Some(BufWriter::with_capacity(1 << 16, f));
+        }
+        if let Some(w) = self.writer.as_mut() {
+            serde_json::to_writer(&mut *w, reject)?;
+            w.write_all(b"\n").map_err(|e| Error::io(&self.tmp, e))?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Closes the file and moves it into place (or removes a stale one when nothing was rejected).
+    pub async fn finish(mut self) -> Result<u64> {
+        match self.writer.take() {
+            Some(w) => {
+                let f = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+                std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+                if !self.root.is_local() {
+                    let bytes =
+                        std::fs::read(&self.target).map_err(|e| Error::io(&self.target, e))?;
+                    self.root.put_file(&self.rel, &bytes).await?;
+                    let _ = std::fs::remove_file(&self.target);
+                }
+            }
+            None => {
+                if self.root.is_local() {
+                    match std::fs::remove_file(&self.target) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(&self.target, e)),
+                    }
+                }
+            }
+        }
+        Ok(self.count)
+    }
+
+    /// Fails with exit 65 when more than `max_share` of `rows` were rejected.
+    pub fn check_share(&self, rows: u64, max_share: f64) -> Result<()> {
+        if rows > 0 && self.count as f64 > max_share * rows as f64 {
+            return Err(Error::TooManyRejects {
+                rejected: self.count,
+                rows,
+                max_share,
+                rejects_path: self.location(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RejectSink {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejects_are_jsonl_and_checked_against_the_share() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::Local(tmp.path().to_path_buf());
+        let part = Partition {
+            key: "date",
+            value: "2026-11-26".into(),
+        };
+        let mut sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
+        let r = Reject {
+            file: "p.csv".into(),
+            line: 9,
+            column: Some("user_id".into()),
+            reason: "x".into(),
+            raw: "a,b".into(),
+        };
+        sink.push(&r).unwrap();
+        sink.push(&r).unwrap();
+        assert!(sink.check_share(2000, 0.001).is_ok());
+        let err = sink.check_share(1999, 0.001).unwrap_err();
+        assert_eq!(err.exit_code(), crate::exit::ExitCode::DataErr);
+        assert_eq!(sink.finish().await.unwrap(), 2);
+        let text = std::fs::read_to_string(
+            tmp.path()
+                .join("rejects/play-counts/date=2026-11-26/rejects.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let back: Reject = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(back, r);
+        // A clean rerun of the same date removes the stale file.
+        let sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
+        sink.finish().await.unwrap();
+        assert!(
+            !tmp.path()
+                .join("rejects/play-counts/date=2026-11-26/rejects.jsonl")
+                .exists()
+        );
+    }
+}

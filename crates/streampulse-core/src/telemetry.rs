@@ -1,0 +1,30 @@
+//! Logging: tracing to stderr, text for people, JSON for containers (`LOG_FORMAT=json`),
+//! filtered by `RUST_LOG` (default `info`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber once; later calls (tests) are no-ops.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}
+
+/// The root span of a run: every log line of the run carries pipeline, date and run id.
+pub fn run_span(pipeline: &str, logical_date: &str, run_id: &str) -> tracing::Span {
+    tracing::info_span!("run", pipeline, logical_date, run_id)
+}

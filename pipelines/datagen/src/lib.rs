@@ -1,0 +1,166 @@
+//! `datagen`: writes every dataset of the data contract for one logical date, at any scale, from
+//! a seed. A thin command-line shell over [`streampulse_testkit::generate`], plus a run record
+//! (throughput) like every pipeline.
+
+use chrono::NaiveDate;
+use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::exit::EXIT_CODES_HELP;
+use streampulse_core::location::DataRoot;
+use streampulse_core::run_record::RunMeter;
+use streampulse_core::{Error, Result};
+use streampulse_testkit::{Dataset, GenConfig, GenSummary};
+
+pub const PIPELINE: &str = "datagen";
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = PIPELINE, version, about = "Realistic synthetic StreamPulse data for one logical date", after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// The logical date to generate.
+    #[arg(long, env = "SP_DATE", value_parser = streampulse_core::config::parse_date)]
+    pub date: NaiveDate,
+
+    /// Seed: the same seed, date and scale give the same bytes.
+    #[arg(long, env = "SP_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Plays in the day (80000000 is StreamPulse's real volume, about 12 GB of CSV).
+    #[arg(long, env = "SP_PLAYS", default_value_t = 1_000_000)]
+    pub plays: u64,
+
+    /// Distinct users.
+    #[arg(long, env = "SP_USERS", default_value_t = 100_000)]
+    pub users: u64,
+
+    /// Songs in the catalog.
+    #[arg(long, env = "SP_SONGS", default_value_t = 20_000)]
+    pub songs: u64,
+
+    /// Users enrolled in each experiment.
+    #[arg(long, env = "SP_EXPERIMENT_USERS", default_value_t = 50_000)]
+    pub experiment_users: u64,
+
+    /// Share of malformed rows in the CSV export (wrong field count, bad ids, timestamps, ...).
+    #[arg(long, env = "SP_BAD_ROWS", default_value_t = 0.0)]
+    pub bad_rows: f64,
+
+    /// Share of plays from the previous evening that arrive late in this day's export.
+    #[arg(long, env = "SP_LATE_SHARE", default_value_t = 0.002)]
+    pub late_share: f64,
+
+    /// Datasets to write, comma separated: plays-csv, plays, songs, song_embeddings,
+    /// user_features, subscriptions, experiments (default: all).
+    #[arg(long, env = "SP_DATASETS", value_delimiter = ',')]
+    pub datasets: Vec<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gen_config: GenConfig,
+    pub common: CommonConfig,
+}
+
+impl Args {
+    pub fn validate(&self) -> Result<Config> {
+        let common = self.common.validate()?;
+        if !common.data_root.is_local() {
+            return Err(Error::Config(
+                "datagen writes to a local --data-root only".into(),
+            ));
+        }
+        for (name, v) in [
+            ("--bad-rows", self.bad_rows),
+            ("--late-share", self.late_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::Config(format!(
+                    "{name} must be within [0, 1], got {v}"
+                )));
+            }
+        }
+        if self.users == 0 || self.songs == 0 {
+            return Err(Error::Config(
+                "--users and --songs must be at least 1".into(),
+            ));
+        }
+        let datasets = if self.datasets.is_empty() {
+            Dataset::ALL.to_vec()
+        } else {
+            self.datasets
+                .iter()
+                .map(|d| {
+                    Dataset::parse(d.trim())
+                        .ok_or_else(|| Error::Config(format!("unknown dataset {d:?}")))
+                })
+                .collect::<Result<_>>()?
+        };
+        Ok(Config {
+            gen_config: GenConfig {
+                date: self.date,
+                seed: self.seed,
+                plays: self.plays,
+                users: self.users,
+                songs: self.songs,
+                experiment_users: self.experiment_users,
+                bad_rows: self.bad_rows,
+                late_share: self.late_share,
+                datasets,
+            },
+            common,
+        })
+    }
+}
+
+/// Generates the datasets; a progress bar shows on a terminal, never in JSON logs.
+pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
+    let DataRoot::Local(root) = &cfg.common.data_root else {
+        return Err(Error::Config(
+            "datagen writes to a local --data-root only".into(),
+        ));
+    };
+    let (gen_cfg, root, threads) = (cfg.gen_config.clone(), root.clone(), cfg.common.threads);
+    let show_bar = cfg.common.log_format == streampulse_core::config::LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    meter.engine = "rayon".into();
+    meter.threads = threads;
+    let summary = tokio::task::spawn_blocking(move || {
+        let bar = indicatif::ProgressBar::new(gen_cfg.plays);
+        if show_bar {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {human_pos}/{human_len} plays ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+        } else {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
+        let out = pool.install(|| {
+            streampulse_testkit::generate_with_progress(&gen_cfg, &root, &|n| bar.set_position(n))
+        });
+        bar.finish_and_clear();
+        out
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("generator task failed: {e}")))??;
+    meter.rows_out = summary.plays;
+    meter.bytes_out = summary
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    meter.set("bad_rows", summary.bad_rows);
+    meter.set("late_plays", summary.late_plays);
+    meter.set("csv_bytes", summary.csv_bytes);
+    for f in &summary.files {
+        tracing::info!(file = %f.display(), "written");
+    }
+    Ok(summary)
+}

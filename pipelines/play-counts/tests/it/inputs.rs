@@ -1,0 +1,106 @@
+//! Input handling: the exact day boundary, rejects, counts of a small day, and failures.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use streampulse_core::exit::ExitCode;
+use streampulse_core::rejects::Reject;
+
+use crate::{play, read, run_day};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_is_midnight_to_midnight_utc_and_bad_rows_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut day = String::new();
+    day += &play(1, 1, 5, "2026-11-25T23:59:59.999Z", 40_000, "US"); // yesterday: not counted
+    day += &play(2, 1, 5, "2026-11-26T00:00:00.000Z", 40_000, "US"); // first ms of the day
+    day += &play(3, 2, 5, "2026-11-26T23:59:59.999Z", 29_999, "US"); // last ms; a skip
+    day += &play(4, 3, 5, "2026-11-27T00:00:00.000Z", 40_000, "US"); // tomorrow: not counted
+    day += "5,x,s,5,50,1,2026-11-26T01:00:00Z,1000,2000,ios,US,radio,false,false,1\n"; // line 6
+    day += "6,7,s,5,50\n"; // line 7
+    day += &play(7, 4, 5, "2026-11-26T25:00:00.000Z", 40_000, "US"); // line 8
+    day += &play(8, 2, 5, "2026-11-26T10:00:00.000+02:00", 30_000, "US"); // an offset: 08:00Z, counts
+    let outcome = run_day(root, "2026-11-26", &day, &["--max-reject-share", "0.5"])
+        .await
+        .unwrap();
+    assert_eq!((outcome.song_rows, outcome.artist_rows), (1, 1));
+
+    let b = &read(root, "daily_song_counts", "2026-11-26")[0];
+    let col = |i: usize| b.column(i).as_primitive::<Int64Type>().value(0);
+    // song_id, artist_id, plays, streams, listeners, ms_played
+    assert_eq!(
+        (col(1), col(2), col(3), col(4), col(5), col(6)),
+        (5, 50, 3, 2, 2, 40_000 + 29_999 + 30_000)
+    );
+
+    let rejects =
+        std::fs::read_to_string(root.join("rejects/play-counts/date=2026-11-26/rejects.jsonl"))
+            .unwrap();
+    let rejects: Vec<Reject> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<_> = rejects
+        .iter()
+        .map(|r| (r.line, r.column.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [(6, Some("user_id")), (7, None), (8, Some("played_at"))]
+    );
+    assert!(rejects[0].file.ends_with("plays-2026-11-26.csv"));
+    assert_eq!(rejects[1].raw, "6,7,s,5,50");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_reject_share_the_run_fails_with_65_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut day = play(1, 1, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
+    day += "2,oops,s,5,50,1,2026-11-26T01:00:00Z,1000,2000,ios,US,radio,false,false,1\n";
+    let err = run_day(root, "2026-11-26", &day, &[]).await.unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::DataErr, "{err}");
+    assert!(err.to_string().contains("rejects.jsonl"), "{err}");
+    assert!(!root.join("daily_song_counts").exists());
+    assert!(
+        root.join("rejects/play-counts/date=2026-11-26/rejects.jsonl")
+            .exists()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_input_or_a_bad_header_is_exit_65() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = <play_counts::Args as clap::Parser>::try_parse_from([
+        "play-counts",
+        "--date",
+        "2026-11-26",
+        "--data-root",
+        tmp.path().to_str().unwrap(),
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    let mut meter = streampulse_core::run_record::RunMeter::start("play-counts", "2026-11-26");
+    let err = play_counts::run(&cfg, &mut meter).await.unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::DataErr, "{err}");
+    assert!(err.to_string().contains("no plays for 2026-11-26"), "{err}");
+
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "play_id,user_id\n1,2\n").unwrap();
+    let input = format!("--input={}", bad.display());
+    let cfg = <play_counts::Args as clap::Parser>::try_parse_from([
+        "play-counts",
+        "--date",
+        "2026-11-26",
+        "--data-root",
+        tmp.path().to_str().unwrap(),
+        &input,
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    let err = play_counts::run(&cfg, &mut meter).await.unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::DataErr);
+    assert!(err.to_string().contains("bad.csv:1"), "{err}");
+}
