@@ -6,8 +6,11 @@
 
 use std::sync::Arc;
 
+use datafusion::common::Result as DfResult;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -24,12 +27,33 @@ pub fn pool_bytes(memory_limit: u64, outside_pool: u64) -> u64 {
         .max(8 << 20)
 }
 
+/// Pool bytes each engine partition needs: every partition of a plan adds a handful of spilling
+/// operators (partial and final aggregation, sort), and the fair pool splits itself evenly
+/// between them; below a few MiB each, an operator cannot hold even one batch and fails.
+pub const POOL_PER_PARTITION: u64 = 48 << 20;
+
+/// Engine partitions for a pool: all threads when the budget allows, fewer (down to one) when
+/// splitting the pool further would starve the operators. The input decoders keep using every
+/// thread either way.
+pub fn partitions_for(pool: u64, threads: usize) -> usize {
+    ((pool / POOL_PER_PARTITION) as usize).clamp(1, threads.max(1))
+}
+
 /// Builds the session: `threads` partitions, a spilling pool of `pool` bytes, spill files in
 /// the configured directory, and the data root's object store registered.
 pub fn session(cfg: &CommonConfig, pool: u64) -> Result<SessionContext> {
     std::fs::create_dir_all(&cfg.spill_dir).map_err(|e| Error::io(&cfg.spill_dir, e))?;
+    let partitions = partitions_for(pool, cfg.threads);
+    if partitions < cfg.threads {
+        tracing::info!(
+            partitions,
+            threads = cfg.threads,
+            pool,
+            "fewer engine partitions to fit the memory budget"
+        );
+    }
     let mut config = SessionConfig::new()
-        .with_target_partitions(cfg.threads)
+        .with_target_partitions(partitions)
         .with_batch_size(8192)
         .with_information_schema(false);
     let options = config.options_mut();
@@ -39,7 +63,7 @@ pub fn session(cfg: &CommonConfig, pool: u64) -> Result<SessionContext> {
         (pool / 16 / cfg.threads as u64).clamp(1 << 20, 10 << 20) as usize;
     options.execution.parquet.pushdown_filters = true;
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(pool as usize)))
+        .with_memory_pool(Arc::new(BoundedPool::new(pool as usize)))
         .with_disk_manager_builder(
             DiskManagerBuilder::default()
                 .with_mode(DiskManagerMode::Directories(vec![cfg.spill_dir.clone()])),
@@ -56,4 +80,101 @@ pub fn session(cfg: &CommonConfig, pool: u64) -> Result<SessionContext> {
         ctx.register_object_store(&base, store.clone());
     }
     Ok(ctx)
+}
+
+/// A `FairSpillPool` that never refuses `RepartitionExec` buffers.
+///
+/// Why: in DataFusion 55.2, a `RepartitionExec` whose reservation is refused spills batches to a
+/// spill pool, and with two spill files open its reader can wait forever for a batch that sits
+/// in the newer file: the query hangs with every thread parked (apache/datafusion#24883, fixed
+/// by #24891 after 55.2). We reproduced it here with a 32 MiB budget. Repartition buffers are
+/// bounded anyway (a batch per channel while the distribution gate is closed), so they are kept
+/// out of the pool, like the other in-flight batches the budget reserves room for outside it:
+/// not registered (they would shrink every spilling operator's fair share), not counted, never
+/// refused. Everything that grows with the input (aggregation, sort) still draws from the pool
+/// and spills. Drop this wrapper once the fix ships in a release.
+#[derive(Debug)]
+pub struct BoundedPool {
+    inner: FairSpillPool,
+}
+
+impl BoundedPool {
+    pub fn new(size: usize) -> Self {
+        BoundedPool {
+            inner: FairSpillPool::new(size),
+        }
+    }
+}
+
+fn outside_pool(consumer: &MemoryConsumer) -> bool {
+    consumer.name().starts_with("RepartitionExec")
+}
+
+impl std::fmt::Display for BoundedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bounded({})", self.inner)
+    }
+}
+
+impl MemoryPool for BoundedPool {
+    fn name(&self) -> &str {
+        "bounded-fair-spill"
+    }
+    fn register(&self, consumer: &MemoryConsumer) {
+        if !outside_pool(consumer) {
+            self.inner.register(consumer)
+        }
+    }
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        if !outside_pool(consumer) {
+            self.inner.unregister(consumer)
+        }
+    }
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        if !outside_pool(reservation.consumer()) {
+            self.inner.grow(reservation, additional)
+        }
+    }
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        if !outside_pool(reservation.consumer()) {
+            self.inner.shrink(reservation, shrink)
+        }
+    }
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
+        if outside_pool(reservation.consumer()) {
+            return Ok(());
+        }
+        self.inner.try_grow(reservation, additional)
+    }
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repartition_buffers_stay_out_of_the_pool_and_the_rest_is_bounded() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(BoundedPool::new(1000));
+        let repartition = MemoryConsumer::new("RepartitionExec[0]")
+            .with_can_spill(true)
+            .register(&pool);
+        repartition.try_grow(10_000).unwrap();
+        assert_eq!(pool.reserved(), 0);
+        let agg = MemoryConsumer::new("GroupedHashAggregateStream[0]")
+            .with_can_spill(true)
+            .register(&pool);
+        agg.try_grow(900).unwrap();
+        assert!(
+            agg.try_grow(200).is_err(),
+            "the pool still refuses what would exceed it"
+        );
+        drop(repartition);
+        assert_eq!(pool.reserved(), 900);
+    }
 }

@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn ab_results_has_the_contract_columns() {
-        assert_eq!(AB_RESULTS.fields().len(), 19);
+        assert_eq!(AB_RESULTS.fields().len(), 18);
         assert_eq!(dataset("charts").unwrap().fields().len(), 12);
         assert!(dataset("nope").is_none());
     }
