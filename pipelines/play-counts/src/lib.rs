@@ -14,11 +14,13 @@
 //! published together at the end of a successful run.
 
 pub mod error;
+pub mod topk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{AsArray, BooleanArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
@@ -181,25 +183,21 @@ fn keep_date(
 ) -> std::result::Result<RecordBatch, DataFusionError> {
     let idx = batch.schema().index_of("played_at")?;
     let ts = batch.column(idx).as_primitive::<TimestampMillisecondType>();
-    let (mut before, mut after) = (0u64, 0u64);
-    let mask: BooleanArray = ts
-        .values()
-        .iter()
-        .map(|&t| {
-            before += (t < lo) as u64;
-            after += (t >= hi) as u64;
-            Some(t >= lo && t < hi)
-        })
-        .collect();
+    let values = ts.values();
+    let before = values.iter().filter(|&&t| t < lo).count() as u64;
+    let after = values.iter().filter(|&&t| t >= hi).count() as u64;
     if let Ok(mut s) = stats.lock() {
         s.before_date += before;
         s.after_date += after;
     }
     if before + after == 0 {
-        Ok(batch.clone())
-    } else {
-        Ok(filter_record_batch(batch, &mask)?)
+        return Ok(batch.clone());
     }
+    let in_day = BooleanBuffer::collect_bool(values.len(), |i| values[i] >= lo && values[i] < hi);
+    Ok(filter_record_batch(
+        batch,
+        &BooleanArray::new(in_day, None),
+    )?)
 }
 
 /// The input as one stream of the projected columns, already limited to the logical date.
@@ -341,17 +339,11 @@ fn queries(cfg: &Config) -> Queries {
             inner = per_user("plays_artist", "artist_id"),
         ),
         country_top: format!(
-            "SELECT scope, song_id, artist_id, streams, listeners FROM ( \
-               SELECT country AS scope, song_id, artist_id, streams, listeners, \
-                 row_number() OVER (PARTITION BY country ORDER BY streams DESC, listeners DESC, song_id, artist_id) AS rank \
-               FROM (SELECT country, song_id, artist_id, sum({chart}) AS streams, \
-                       sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners \
-                     FROM ({inner}) GROUP BY country, song_id, artist_id) \
-               WHERE streams > 0) \
-             WHERE rank <= {size}",
+            "SELECT country AS scope, song_id, artist_id, sum({chart}) AS streams, \
+               sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners \
+             FROM ({inner}) GROUP BY country, song_id, artist_id",
             chart = capped("streams"),
             inner = per_user("plays_country", "country, song_id, artist_id"),
-            size = cfg.chart_size,
         ),
     }
 }
@@ -427,9 +419,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             artist_stream
         ),
         async {
-            datafusion::physical_plan::common::collect(country_stream)
+            topk::top_per_scope(country_stream, cfg.chart_size as usize)
                 .await
-                .map_err(streampulse_core::Error::from)
+                .map_err(into_core)
         },
     )?;
     let mut staged = vec![artists];
@@ -490,15 +482,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         )
         .await?,
     );
-    let global_top = ctx
-        .sql(&format!(
-            "SELECT 'global' AS scope, song_id, artist_id, chart_streams AS streams, listeners FROM song_agg \
-             WHERE chart_streams > 0 ORDER BY chart_streams DESC, listeners DESC, song_id, artist_id LIMIT {}",
-            cfg.chart_size
-        ))
+    let global = ctx
+        .sql("SELECT 'global' AS scope, song_id, artist_id, chart_streams AS streams, listeners FROM song_agg")
         .await?
-        .collect()
+        .execute_stream()
         .await?;
+    let global_top = topk::top_per_scope(global, cfg.chart_size as usize).await?;
     let charts = charts_with_history(cfg, &ctx, global_top, country_top).await?;
     staged.push(charts);
 
@@ -526,6 +515,14 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// The top-k runs inside a `try_join!` of core-error futures.
+fn into_core(e: Error) -> streampulse_core::Error {
+    match e {
+        Error::Core(c) => c,
+        other => streampulse_core::Error::Internal(other.to_string()),
+    }
+}
+
 /// Intermediate files of one run, removed however the run ends.
 struct ScratchDir(PathBuf);
 
@@ -550,27 +547,17 @@ fn song_scratch_schema() -> SchemaRef {
 async fn charts_with_history(
     cfg: &Config,
     ctx: &SessionContext,
-    global_top: Vec<RecordBatch>,
-    country_top: Vec<RecordBatch>,
+    global_top: RecordBatch,
+    country_top: RecordBatch,
 ) -> Result<StagedPartition> {
     let common = &cfg.common;
-    for (name, batches) in [("global_top", global_top), ("country_top", country_top)] {
-        let Some(schema) = batches.first().map(|b| b.schema()) else {
-            continue;
-        };
-        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-    }
-    let mut parts = Vec::new();
-    for name in ["global_top", "country_top"] {
-        if ctx.table_exist(name)? {
-            parts.push(format!("SELECT CAST(scope AS VARCHAR) AS scope, song_id, artist_id, streams, listeners FROM {name}"));
-        }
-    }
-    if parts.is_empty() {
-        // No streams at all: an empty chart, written like any other.
-        parts.push("SELECT CAST(NULL AS VARCHAR) AS scope, CAST(NULL AS BIGINT) AS song_id, CAST(NULL AS BIGINT) AS artist_id, CAST(NULL AS BIGINT) AS streams, CAST(NULL AS BIGINT) AS listeners WHERE false".into());
-    }
-    let today = parts.join(" UNION ALL ");
+    ctx.register_table(
+        "today_top",
+        Arc::new(MemTable::try_new(
+            topk::schema(),
+            vec![vec![global_top, country_top]],
+        )?),
+    )?;
 
     let first = cfg.date - Duration::days(cfg.chart_lookback_days as i64);
     let previous: Vec<String> = common
@@ -610,7 +597,7 @@ async fn charts_with_history(
         "WITH ranked AS ( \
            SELECT scope, song_id, artist_id, streams, \
              CAST(row_number() OVER (PARTITION BY scope ORDER BY streams DESC, listeners DESC, song_id, artist_id) AS INT) AS rank \
-           FROM ({today})), \
+           FROM today_top), \
          last_seen AS ( \
            SELECT scope, song_id, date, rank, peak_rank, days_on_chart FROM ( \
              SELECT scope, song_id, date, rank, peak_rank, days_on_chart, \
