@@ -28,9 +28,9 @@ con.execute(f"""COPY (SELECT a AS artist_id, sum(plays) plays, sum(streams) stre
     TO '{out}/artists.parquet' (FORMAT parquet)""")
 con.execute(f"""COPY (
     WITH su AS (SELECT s, a, u, sum(streams) n FROM per_user GROUP BY s, a, u),
-    g AS (SELECT 'global' scope, s, a, sum(least(n, {cap})) st, count(*) FILTER (WHERE n > 0) li FROM su GROUP BY s, a),
-    cc AS (SELECT c scope, s, a, sum(least(streams, {cap})) st, count(*) FILTER (WHERE streams > 0) li FROM per_user GROUP BY c, s, a),
-    r AS (SELECT *, row_number() OVER (PARTITION BY scope ORDER BY st DESC, li DESC, s) rank
+    g AS (SELECT 'global' AS scope, s, a, sum(least(n, {cap})) AS st, count(*) FILTER (WHERE n > 0) AS li FROM su GROUP BY s, a),
+    cc AS (SELECT c AS scope, s, a, sum(least(streams, {cap})) AS st, count(*) FILTER (WHERE streams > 0) AS li FROM per_user GROUP BY c, s, a),
+    r AS (SELECT *, row_number() OVER (PARTITION BY scope ORDER BY st DESC, li DESC, s) AS rank
           FROM (SELECT * FROM g UNION ALL SELECT * FROM cc) WHERE st > 0)
-    SELECT scope, rank, s song_id, a artist_id, st streams FROM r WHERE rank <= {size} ORDER BY scope, rank)
+    SELECT scope, rank, s AS song_id, a AS artist_id, st AS streams FROM r WHERE rank <= {size} ORDER BY scope, rank)
     TO '{out}/charts.parquet' (FORMAT parquet)""")

@@ -292,12 +292,17 @@ impl Iterator for CsvBlocks {
                     self.pending.insert(seq, block);
                 }
                 Err(_) => {
-                    // All senders are gone: whatever is left is the tail (or an error).
+                    // All senders are gone. That is the end of the file only if no thread died
+                    // and no block is missing: a panicked worker must not look like a short file.
                     self.finished = true;
-                    for h in self.handles.drain(..) {
-                        let _ = h.join();
+                    let panicked = self.handles.drain(..).map(|h| h.join()).any(|r| r.is_err());
+                    if panicked || !self.pending.is_empty() {
+                        return Some(Err(Error::Internal(format!(
+                            "a CSV decoding thread failed (block {} never arrived)",
+                            self.next
+                        ))));
                     }
-                    return self.pending.pop_first().map(|(_, b)| b);
+                    return None;
                 }
             }
         }

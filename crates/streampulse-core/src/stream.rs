@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 /// Runs a blocking batch producer on tokio's blocking pool and exposes it as a stream. At most
 /// `capacity` batches wait between producer and consumer (back-pressure bounds memory).
+///
+/// A producer that panics ends the stream with an error, not a silent end of input: a
+/// watchdog holds a sender until the producer's task is joined.
 pub fn blocking_stream<I>(
     schema: SchemaRef,
     capacity: usize,
@@ -26,7 +29,17 @@ where
     I: FnOnce(&mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>) + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    tokio::task::spawn_blocking(move || produce(&tx));
+    let watchdog = tx.clone();
+    let task = tokio::task::spawn_blocking(move || produce(&tx));
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let _ = watchdog
+                .send(Err(DataFusionError::Internal(format!(
+                    "the input producer failed: {e}"
+                ))))
+                .await;
+        }
+    });
     Box::pin(RecordBatchStreamAdapter::new(schema, receiver_stream(rx)))
 }
 
@@ -95,7 +108,8 @@ pub fn tee(
     let schema = input.schema();
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..n).map(|_| mpsc::channel(capacity.max(1))).unzip();
-    tokio::spawn(async move {
+    let watchdog = senders.clone();
+    let task = tokio::spawn(async move {
         while let Some(item) = input.next().await {
             match item {
                 Ok(batch) => {
@@ -114,6 +128,18 @@ pub fn tee(
             }
         }
     });
+    // If the input panics, every branch gets an error: a closed channel alone would look like
+    // the end of the input, and the run would publish partial results.
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let shared = Arc::new(DataFusionError::Internal(format!(
+                "the shared input failed: {e}"
+            )));
+            for tx in &watchdog {
+                let _ = tx.send(Err(DataFusionError::Shared(shared.clone()))).await;
+            }
+        }
+    });
     receivers
         .into_iter()
         .map(|rx| {
@@ -128,4 +154,66 @@ pub fn tee(
 /// Maps a core error into the engine's error type for a stream item.
 pub fn to_df(e: Error) -> DataFusionError {
     e.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+    }
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap()
+    }
+
+    async fn drain(mut s: SendableRecordBatchStream) -> (usize, Option<String>) {
+        let mut rows = 0;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => rows += b.num_rows(),
+                Err(e) => return (rows, Some(e.to_string())),
+            }
+        }
+        (rows, None)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_producer_is_an_error_not_the_end_of_input() {
+        let s = blocking_stream(schema(), 1, |tx| {
+            let _ = tx.blocking_send(Ok(batch()));
+            panic!("decoder bug");
+        });
+        let (rows, err) = drain(s).await;
+        assert_eq!(rows, 2);
+        assert!(err.unwrap().contains("input producer failed"));
+    }
+
+    #[tokio::test]
+    async fn every_tee_branch_sees_every_batch_and_every_failure() {
+        let ok = blocking_stream(schema(), 1, |tx| {
+            for _ in 0..5 {
+                let _ = tx.blocking_send(Ok(batch()));
+            }
+        });
+        for branch in tee(ok, 3, 1) {
+            assert_eq!(drain(branch).await, (10, None));
+        }
+        let failing = blocking_stream(schema(), 1, |tx| {
+            let _ = tx.blocking_send(Ok(batch()));
+            panic!("boom");
+        });
+        for branch in tee(failing, 2, 1) {
+            assert!(
+                drain(branch).await.1.is_some(),
+                "a failed input must fail every branch"
+            );
+        }
+    }
 }

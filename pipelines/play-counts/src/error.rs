@@ -10,6 +10,10 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] streampulse_core::Error),
 
+    /// The input contradicts the data contract as a whole (not one bad row).
+    #[error("inconsistent input: {0}")]
+    Inconsistent(String),
+
     #[error("invalid configuration: {0}")]
     Config(String),
 
@@ -33,6 +37,7 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Core(e) => e.exit_code(),
+            Error::Inconsistent(_) => ExitCode::DataErr,
             Error::Config(_) => ExitCode::Usage,
             Error::Internal(_) => ExitCode::Internal,
         }

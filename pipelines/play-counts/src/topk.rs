@@ -53,8 +53,14 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Reads (scope, song_id, artist_id, streams, listeners) rows and returns the best `n` of each
-/// scope with positive streams, ordered by scope, then chart position.
-pub async fn top_per_scope(mut input: SendableRecordBatchStream, n: usize) -> Result<RecordBatch> {
+/// scope with positive streams, ordered by scope, then chart position. A scope given as an
+/// integer code is named through `scope_names` (asked once per batch: codes may still be
+/// interned while the input streams).
+pub async fn top_per_scope(
+    mut input: SendableRecordBatchStream,
+    n: usize,
+    scope_names: Option<&(dyn Fn() -> Vec<String> + Send + Sync)>,
+) -> Result<RecordBatch> {
     let mut heaps: BTreeMap<String, BinaryHeap<Entry>> = BTreeMap::new();
     while let Some(batch) = input.next().await {
         let batch = batch?;
@@ -64,7 +70,27 @@ pub async fn top_per_scope(mut input: SendableRecordBatchStream, n: usize) -> Re
                 batch.num_columns()
             )));
         }
-        let scope = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+        let scope = match (batch.column(0).data_type(), scope_names) {
+            (DataType::Int32, Some(names)) => {
+                let names = names();
+                let codes = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::Int32Type>();
+                let named = codes
+                    .values()
+                    .iter()
+                    .map(|&c| {
+                        usize::try_from(c)
+                            .ok()
+                            .and_then(|c| names.get(c))
+                            .map(String::as_str)
+                    })
+                    .collect::<Option<Vec<&str>>>()
+                    .ok_or_else(|| Error::Internal("a scope code without a name".into()))?;
+                Arc::new(StringArray::from(named)) as arrow::array::ArrayRef
+            }
+            _ => arrow::compute::cast(batch.column(0), &DataType::Utf8)?,
+        };
         let scope = scope.as_string::<i32>();
         let int = |i: usize| arrow::compute::cast(batch.column(i), &DataType::Int64);
         let (song, artist, streams, listeners) = (int(1)?, int(2)?, int(3)?, int(4)?);
@@ -160,7 +186,7 @@ mod tests {
         .unwrap();
         let stream =
             RecordBatchStreamAdapter::new(schema(), futures::stream::iter(vec![Ok(batch)]));
-        let top = top_per_scope(Box::pin(stream), 3).await.unwrap();
+        let top = top_per_scope(Box::pin(stream), 3, None).await.unwrap();
         let scope: Vec<_> = top
             .column(0)
             .as_string::<i32>()

@@ -104,3 +104,20 @@ async fn a_missing_input_or_a_bad_header_is_exit_65() {
     assert_eq!(err.exit_code(), ExitCode::DataErr);
     assert!(err.to_string().contains("bad.csv:1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_song_with_two_artists_in_one_day_is_an_input_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut day = play(1, 1, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
+    // Same song 5, but artist 99 instead of 50: the export contradicts itself.
+    day += "2,2,s,5,99,1,2026-11-26T11:00:00.000Z,40000,200000,ios,US,radio,false,false,1\n";
+    let err = run_day(tmp.path(), "2026-11-26", &day, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::DataErr, "{err}");
+    assert!(
+        err.to_string().contains("song 5 by artists 50 and 99"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("daily_song_counts").exists());
+}

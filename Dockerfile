@@ -1,0 +1,30 @@
+# Multi-stage build: compile the workspace once, ship one slim image holding every pipeline binary.
+#   docker build -t streampulse/pipelines .
+#   docker run --rm -v $PWD/data:/data streampulse/pipelines play-counts --date 2026-11-26
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that a source-only change reuses the cached dependency layer.
+COPY Cargo.toml Cargo.lock ./
+COPY crates crates
+COPY pipelines pipelines
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --profile dist --workspace --locked \
+    && mkdir -p /out \
+    && find target/dist -maxdepth 1 -type f -executable -exec cp {} /out/ \;
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /data streampulse \
+    && mkdir -p /data /spill /airflow/xcom \
+    && chown streampulse /data /spill /airflow/xcom
+COPY --from=build /out/ /usr/local/bin/
+COPY shared /usr/share/streampulse
+USER streampulse
+WORKDIR /data
+# Containers log JSON; data and spill locations are volumes.
+ENV LOG_FORMAT=json SP_DATA_ROOT=/data SP_SPILL_DIR=/spill
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["play-counts", "--help"]
