@@ -202,18 +202,15 @@ mod tests {
                 let _ = tx.blocking_send(Ok(batch()));
             }
         });
-        for branch in tee(ok, 3, 1) {
-            assert_eq!(drain(branch).await, (10, None));
-        }
+        // Branches are consumed concurrently, as the plans that read them are.
+        let results = futures::future::join_all(tee(ok, 3, 1).into_iter().map(drain)).await;
+        assert_eq!(results, vec![(10, None); 3]);
         let failing = blocking_stream(schema(), 1, |tx| {
             let _ = tx.blocking_send(Ok(batch()));
             panic!("boom");
         });
-        for branch in tee(failing, 2, 1) {
-            assert!(
-                drain(branch).await.1.is_some(),
-                "a failed input must fail every branch"
-            );
+        for (_, err) in futures::future::join_all(tee(failing, 2, 1).into_iter().map(drain)).await {
+            assert!(err.is_some(), "a failed input must fail every branch");
         }
     }
 }
