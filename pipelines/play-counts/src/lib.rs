@@ -397,10 +397,9 @@ fn queries(cfg: &Config) -> Queries {
     // Phase 1 groups by user (a packed key, see `pack`) so that phase 2 counts listeners as rows:
     // exact distinct counts that spill like any aggregation. Song and artist ids ride along as
     // min(); a song's artist as min and max, so that a song with two artists is caught.
-    let per_user = |table: &str, keys: &str| {
+    let per_user = |table: &str, keys: &str, carried: &str| {
         format!(
-            "SELECT {keys}, min(song_id) AS song_id, min(artist_id) AS artist_id, \
-             max(artist_id) AS artist_max, count(*) AS plays, sum({is_stream}) AS streams, \
+            "SELECT {keys}, {carried}, count(*) AS plays, sum({is_stream}) AS streams, \
              sum(CAST(ms_played AS BIGINT)) AS ms_played FROM {table} GROUP BY {keys}"
         )
     };
@@ -411,20 +410,28 @@ fn queries(cfg: &Config) -> Queries {
              sum(ms_played) AS ms_played, sum({chart}) AS chart_streams, max(artist_max) AS artist_max \
              FROM ({inner}) GROUP BY song_id ORDER BY song_id",
             chart = capped("streams"),
-            inner = per_user("plays_song", "song_user"),
+            inner = per_user(
+                "plays_song",
+                "song_user",
+                "min(song_id) AS song_id, min(artist_id) AS artist_id, max(artist_id) AS artist_max"
+            ),
         ),
         artist: format!(
             "SELECT CAST('{date}' AS DATE) AS date, artist_id, sum(plays) AS plays, sum({counted}) AS streams, \
              sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners, sum(ms_played) AS ms_played \
              FROM ({inner}) GROUP BY artist_id ORDER BY artist_id",
-            inner = per_user("plays_artist", "artist_user"),
+            inner = per_user("plays_artist", "artist_user", "min(artist_id) AS artist_id"),
         ),
+        // Charts count streams only, so the country plan reads streams only: a quarter fewer rows
+        // and two fewer accumulators in its largest hash table.
         country_top: format!(
             "SELECT country_code AS scope, song_id, min(artist_id) AS artist_id, sum({chart}) AS streams, \
-               sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners \
-             FROM ({inner}) GROUP BY country_code, song_id",
+               count(*) AS listeners \
+             FROM (SELECT country_code, song_user, min(song_id) AS song_id, min(artist_id) AS artist_id, \
+                     count(*) AS streams \
+                   FROM plays_country WHERE ms_played >= {STREAM_MIN_MS} GROUP BY country_code, song_user) \
+             GROUP BY country_code, song_id",
             chart = capped("streams"),
-            inner = per_user("plays_country", "country_code, song_user"),
         ),
     }
 }
