@@ -111,8 +111,8 @@ impl RunMeter {
             rows_rejected: self.rows_rejected,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
-            wall_seconds: self.started.elapsed().as_secs_f64(),
-            cpu_seconds: cpu_seconds() - self.cpu_at_start,
+            wall_seconds: micros(self.started.elapsed().as_secs_f64()),
+            cpu_seconds: micros(cpu_seconds() - self.cpu_at_start),
             peak_rss_bytes: peak_rss_bytes(),
             engine: self.engine.clone(),
             threads: self.threads,
@@ -151,6 +151,11 @@ impl RunRecord {
         });
         write_atomic(path, &serde_json::to_vec(&summary)?)
     }
+}
+
+/// Seconds to the microsecond: what the clocks resolve, and what reads well in the JSON.
+fn micros(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e6
 }
 
 /// User + system CPU seconds of this process so far.
