@@ -149,7 +149,7 @@ impl fmt::Display for ByteSize {
             ("KiB", 1 << 10),
         ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % (size / 1024).max(1) == 0 {
+            if self.0 >= size && self.0.is_multiple_of((size / 1024).max(1)) {
                 let v = self.0 as f64 / size as f64;
                 return if v.fract() == 0.0 {
                     write!(f, "{v:.0}{name}")

@@ -135,10 +135,9 @@ impl DataRoot {
                         .file_name()
                         .to_str()
                         .and_then(|n| n.strip_prefix(&prefix))
+                        && entry.path().is_dir()
                     {
-                        if entry.path().is_dir() {
-                            values.push(v.to_string());
-                        }
+                        values.push(v.to_string());
                     }
                 }
             }

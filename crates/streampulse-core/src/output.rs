@@ -117,11 +117,11 @@ pub async fn write_partition(
     loop {
         let next = stream.next().await.transpose()?;
         let done = next.is_none();
-        if let Some(batch) = next {
-            if batch.num_rows() > 0 {
-                pending_rows += batch.num_rows();
-                pending.push(conform(batch, schema)?);
-            }
+        if let Some(batch) = next
+            && batch.num_rows() > 0
+        {
+            pending_rows += batch.num_rows();
+            pending.push(conform(batch, schema)?);
         }
         while pending_rows >= WRITE_BATCH_ROWS || (done && pending_rows > 0) {
             let all = concat_batches(schema, &pending)?;

@@ -59,10 +59,10 @@ where
             Ok(path) => tracing::info!(%path, "run record written"),
             Err(e) => tracing::warn!(error = %e, "could not write the run record"),
         }
-        if let (Some(path), None) = (&cfg.xcom_path, &error) {
-            if let Err(e) = record.write_xcom(path, &outputs) {
-                tracing::warn!(error = %e, "could not write the XCom summary");
-            }
+        if let (Some(path), None) = (&cfg.xcom_path, &error)
+            && let Err(e) = record.write_xcom(path, &outputs)
+        {
+            tracing::warn!(error = %e, "could not write the XCom summary");
         }
         match error {
             None => tracing::info!(

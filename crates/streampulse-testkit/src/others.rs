@@ -108,12 +108,8 @@ pub fn user_features(
         for _ in first..=last {
             let (a, b) = (rng.random_range(0..c.len()), rng.random_range(0..c.len()));
             let w: f32 = rng.random_range(0.5..1.0);
-            for d in 0..DIM {
-                values.push(
-                    w * c[a][d]
-                        + (1.0 - w) * c[b][d]
-                        + 0.8 * normal(&mut rng) / (DIM as f32).sqrt(),
-                );
+            for (ca, cb) in c[a].iter().zip(&c[b]) {
+                values.push(w * ca + (1.0 - w) * cb + 0.8 * normal(&mut rng) / (DIM as f32).sqrt());
             }
         }
         vectors_batch(
@@ -227,9 +223,12 @@ pub fn subscriptions(
         .expect("subscription columns match the schema")
 }
 
-/// (experiment, [(variant, planned weight, true lift of minutes)], actual-traffic skew of the
-/// second variant, which plants a sample-ratio mismatch in the last experiment).
-const EXPERIMENT_PLAN: &[(&str, &[(&str, f64, f64)], f64)] = &[
+/// (variant, planned weight, true lift of minutes).
+type Variant = (&'static str, f64, f64);
+
+/// (experiment, variants, actual-traffic skew of the second variant, which plants a
+/// sample-ratio mismatch in the last experiment).
+const EXPERIMENT_PLAN: &[(&str, &[Variant], f64)] = &[
     (
         "exp-home-feed",
         &[("control", 0.5, 0.0), ("treatment", 0.5, 0.03)],

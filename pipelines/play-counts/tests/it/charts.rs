@@ -49,7 +49,10 @@ fn chart(root: &std::path::Path, date: &str, scope: &str) -> Vec<Row> {
     rows
 }
 
-fn brief(rows: &[Row]) -> Vec<(i32, i64, Option<i32>, Option<i32>, i32, i32, bool, bool)> {
+/// rank, song, prev_rank, movement, peak_rank, days_on_chart, is_new, is_reentry
+type Brief = (i32, i64, Option<i32>, Option<i32>, i32, i32, bool, bool);
+
+fn brief(rows: &[Row]) -> Vec<Brief> {
     rows.iter()
         .map(|r| {
             (
