@@ -63,7 +63,6 @@ pub struct CsvBlock {
 pub struct CsvDecoder {
     path: PathBuf,
     file: File,
-    header_len: usize,
     plan: Arc<ParsePlan>,
     options: CsvOptions,
 }
@@ -167,7 +166,6 @@ impl CsvDecoder {
         Ok(CsvDecoder {
             path: path.to_path_buf(),
             file,
-            header_len,
             plan: Arc::new(ParsePlan {
                 file: display,
                 width: header.len(),
@@ -190,17 +188,12 @@ impl CsvDecoder {
         let (done_tx, done_rx) = sync_channel::<(u64, Result<CsvBlock>)>(threads + 1);
         let mut handles = Vec::new();
         let reader_done = done_tx.clone();
-        let (file, path, block_size, header_len) = (
-            self.file,
-            self.path,
-            self.options.block_size,
-            self.header_len,
-        );
+        let (file, path, block_size) = (self.file, self.path, self.options.block_size);
         handles.push(
             std::thread::Builder::new()
                 .name("csv-reader".into())
                 .spawn(move || {
-                    if let Err((seq, e)) = split_blocks(file, block_size, header_len, &work_tx) {
+                    if let Err((seq, e)) = split_blocks(file, block_size, &work_tx) {
                         // Sent with the sequence number of the block that failed: the consumer sees every
                         // earlier block first, then the error.
                         let _ = reader_done.send((seq, Err(Error::io(&path, e))));
@@ -312,7 +305,6 @@ impl Iterator for CsvBlocks {
 struct Work {
     seq: u64,
     first_line: u64,
-    offset: u64,
     data: Vec<u8>,
 }
 
@@ -321,13 +313,11 @@ struct Work {
 fn split_blocks(
     mut file: File,
     block_size: usize,
-    header_len: usize,
     tx: &SyncSender<Work>,
 ) -> std::result::Result<(), (u64, std::io::Error)> {
     let mut carry: Vec<u8> = Vec::new();
     let mut seq = 0u64;
     let mut line = 2u64; // the header is line 1
-    let mut offset = header_len as u64;
     let mut eof = false;
     while !eof {
         let mut buf = std::mem::take(&mut carry);
@@ -373,12 +363,10 @@ fn split_blocks(
         };
         carry = buf[cut..].to_vec();
         buf.truncate(cut);
-        let len = buf.len() as u64;
         if tx
             .send(Work {
                 seq,
                 first_line: line,
-                offset,
                 data: buf,
             })
             .is_err()
@@ -387,7 +375,6 @@ fn split_blocks(
         }
         seq += 1;
         line += lines;
-        offset += len;
     }
     Ok(())
 }
@@ -603,7 +590,6 @@ fn parse_block(plan: &ParsePlan, work: &Work) -> Result<CsvBlock> {
         })
         .collect();
     let batch = RecordBatch::try_new(plan.output.clone(), columns)?;
-    let _ = work.offset;
     Ok(CsvBlock {
         batch,
         records,

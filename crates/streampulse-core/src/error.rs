@@ -53,9 +53,6 @@ pub enum Error {
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
 
-    #[error("interrupted by signal")]
-    Cancelled,
-
     // --- libraries: usually a bug or a resource problem ---------------------------------------------
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -91,7 +88,6 @@ impl Error {
             Error::Config(_) => ExitCode::Usage,
             Error::Io { source, .. } => io_exit_code(source),
             Error::ObjectStore(_) => ExitCode::TempFail,
-            Error::Cancelled => ExitCode::TempFail,
             Error::DataFusion(e) => match e.find_root() {
                 datafusion::error::DataFusionError::ResourcesExhausted(_) => ExitCode::TempFail,
                 datafusion::error::DataFusionError::IoError(io) => io_exit_code(io),

@@ -13,7 +13,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Runs a blocking batch producer on tokio's blocking pool and exposes it as a stream. At most
 /// `capacity` batches wait between producer and consumer (back-pressure bounds memory).
@@ -149,11 +149,6 @@ pub fn tee(
             )) as SendableRecordBatchStream
         })
         .collect()
-}
-
-/// Maps a core error into the engine's error type for a stream item.
-pub fn to_df(e: Error) -> DataFusionError {
-    e.into()
 }
 
 #[cfg(test)]

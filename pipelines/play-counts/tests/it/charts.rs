@@ -112,6 +112,15 @@ async fn movement_peaks_and_reentries_over_three_days() {
             (3, 4, Some(1), Some(-2), 1, 2, false, false)
         ]
     );
+    // The whole chart partition of day 3, as a reviewed golden file (UPDATE_GOLDEN=1 rewrites it).
+    let text: String = ["global", "SE"]
+        .iter()
+        .flat_map(|scope| chart(root, "2026-11-26", scope))
+        .map(|r| format!("{r:?}\n"))
+        .collect();
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/charts-day3.txt");
+    streampulse_testkit::golden::assert_golden(&golden, &text);
     // Country charts carry their own history; here every play is in SE, so they match.
     assert_eq!(
         brief(&chart(root, "2026-11-26", "SE")),
