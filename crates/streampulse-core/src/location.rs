@@ -261,15 +261,18 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// Moves `staged` to `target`, replacing an existing directory: rename the old one aside, rename
 /// the new one in, delete the old. Both renames are atomic on one file system.
 fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let old = temp_sibling(target).with_extension("old");
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
-        std::fs::rename(staged, target).map_err(|e| Error::io(target, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
-    } else {
-        std::fs::rename(staged, target).map_err(|e| Error::io(target, e))
+    if !target.exists() {
+        return std::fs::rename(staged, target).map_err(|e| Error::io(target, e));
     }
+    let old = temp_sibling(target).with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
+    if let Err(e) = std::fs::rename(staged, target) {
+        // Put the previous partition back: readers keep the old data rather than none.
+        let _ = std::fs::rename(&old, target);
+        return Err(Error::io(target, e));
+    }
+    std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
 }
 
 /// A staging directory for a partition, on the same file system as the target when the root is
