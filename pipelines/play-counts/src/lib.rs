@@ -242,10 +242,6 @@ fn prepare(
     let values = ts.values();
     let before = values.iter().filter(|&&t| t < lo).count() as u64;
     let after = values.iter().filter(|&&t| t >= hi).count() as u64;
-    if let Ok(mut s) = stats.lock() {
-        s.before_date += before;
-        s.after_date += after;
-    }
     let batch = if before + after == 0 {
         batch.clone()
     } else {
@@ -263,10 +259,13 @@ fn prepare(
     // Parquet reads may give Utf8View or LargeUtf8; the CSV decoder gives Utf8.
     let country = arrow::compute::cast(batch.column(schema.index_of("country")?), &DataType::Utf8)?;
     let country = country.as_string::<i32>();
+    // One lock per batch: the date counters and the country codes together.
     let codes: Int32Array = {
         let mut stats = stats
             .lock()
             .map_err(|_| DataFusionError::Internal("input stats poisoned".into()))?;
+        stats.before_date += before;
+        stats.after_date += after;
         country
             .iter()
             .map(|c| stats.countries.code(c.unwrap_or_default()))
@@ -706,19 +705,17 @@ async fn charts_with_history(
             )
         })
         .collect();
-    let history = if previous.is_empty() {
+    if previous.is_empty() {
         ctx.register_table(
             "chart_history",
             Arc::new(MemTable::try_new(CHARTS.clone(), vec![vec![]])?),
         )?;
-        "chart_history".to_string()
     } else {
         let df = ctx
             .read_parquet(previous, ParquetReadOptions::default())
             .await?;
         ctx.register_table("chart_history", df.into_view())?;
-        "chart_history".to_string()
-    };
+    }
     let date = cfg.date.format("%Y-%m-%d");
     let yesterday = (cfg.date - Duration::days(1)).format("%Y-%m-%d");
     let sql = format!(
@@ -730,7 +727,7 @@ async fn charts_with_history(
            SELECT scope, song_id, date, rank, peak_rank, days_on_chart FROM ( \
              SELECT scope, song_id, date, rank, peak_rank, days_on_chart, \
                row_number() OVER (PARTITION BY scope, song_id ORDER BY date DESC) AS recency \
-             FROM {history}) WHERE recency = 1) \
+             FROM chart_history) WHERE recency = 1) \
          SELECT CAST('{date}' AS DATE) AS date, r.scope, r.rank, r.song_id, r.artist_id, r.streams, \
            CASE WHEN l.date = CAST('{yesterday}' AS DATE) THEN l.rank END AS prev_rank, \
            CASE WHEN l.date = CAST('{yesterday}' AS DATE) THEN l.rank - r.rank END AS movement, \
