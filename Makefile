@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e bench lint fmt clean
+.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab lint fmt clean
 
 all: build
 
@@ -24,9 +24,11 @@ run: build
 	fi
 	@echo "== play-counts $(DEMO_DATE)"
 	$(BIN)/play-counts --date $(DEMO_DATE) --data-root $(DATA) --input $(DATA)/exports/plays-$(DEMO_DATE).csv
+	@echo "== ab-analytics $(DEMO_DATE)"
+	$(BIN)/ab-analytics --date $(DEMO_DATE) --data-root $(DATA)
 	@echo
 	@echo "Outputs under $(DATA):"
-	@find $(DATA) -path '*date=$(DEMO_DATE)*' -type f | grep -v '/exports/' | sort | sed 's/^/  /'
+	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
 	@echo "Run records: $(DATA)/runs/"
 
 test: test-rust test-e2e
@@ -39,10 +41,16 @@ test-rust:
 	fi
 
 test-e2e: build
-	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN)
+	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN)
 
-bench: build
+bench: bench-play-counts bench-ab
+
+bench-play-counts: build
 	bench/play_counts.sh
+
+bench-ab: build
+	bench/ab_analytics.sh
 
 lint:
 	cargo fmt --all --check

@@ -227,8 +227,14 @@ pub fn subscriptions(
 type Variant = (&'static str, f64, f64);
 
 /// (experiment, variants, actual-traffic skew of the second variant, which plants a
-/// sample-ratio mismatch in the last experiment).
+/// sample-ratio mismatch in `exp-autoplay`). In id order: the rows come out sorted by
+/// (experiment_id, user_id), as ab-analytics expects of its upstream.
 const EXPERIMENT_PLAN: &[(&str, &[Variant], f64)] = &[
+    (
+        "exp-autoplay",
+        &[("control", 0.5, 0.0), ("treatment", 0.5, 0.0)],
+        0.02,
+    ),
     (
         "exp-home-feed",
         &[("control", 0.5, 0.0), ("treatment", 0.5, 0.03)],
@@ -242,11 +248,6 @@ const EXPERIMENT_PLAN: &[(&str, &[Variant], f64)] = &[
             ("guided", 0.33, -0.02),
         ],
         0.0,
-    ),
-    (
-        "exp-autoplay",
-        &[("control", 0.5, 0.0), ("treatment", 0.5, 0.0)],
-        0.02,
     ),
 ];
 
@@ -278,7 +279,8 @@ pub fn experiments(
         }
         let stride = (users / n).max(1);
         for i in 0..n {
-            let user = (i * stride + k as u64) % users + 1;
+            // Ascending within the experiment, and never past the population.
+            let user = i * stride + k as u64 % stride + 1;
             let r: f64 = rng.random();
             let mut acc = 0.0;
             let mut vi = variants.len() - 1;
