@@ -75,11 +75,12 @@ def main():
         print(f"datagen: {gen['wall_s']:.1f} s, peak RSS {gen['peak_rss_mb']:.0f} MB", flush=True)
     size_gb = input_bytes(data) / 1e9
     env = dict(os.environ, RUST_LOG="warn")
+    # pandas first: each ab-analytics run starts from no outputs, and the last one's are checked.
     configs = {
-        "ab-analytics": lambda out: [os.path.join(a.bin_dir, "ab-analytics"), "--date", DATE, "--data-root", data,
-                                     "--threads", str(a.threads), "--spill-dir", out],
         "pandas + SciPy": lambda out: [sys.executable, os.path.join(here, "pandas_ab.py"), data, DATE,
                                        os.path.join(out, "results.json")],
+        "ab-analytics": lambda out: [os.path.join(a.bin_dir, "ab-analytics"), "--date", DATE, "--data-root", data,
+                                     "--threads", str(a.threads), "--spill-dir", out],
     }
     results, digests = {}, set()
     for name, cmd in configs.items():
