@@ -196,6 +196,66 @@ impl DataRoot {
         }
     }
 
+    /// Publishes the files of a staging directory into `<dataset>/<partition>/` beside what the
+    /// partition already holds (for runs that each write one share of a partition, such as
+    /// sharded runs), then removes the existing files that `stale` names. Each file appears
+    /// whole (a rename on a local root, one upload on an object store); unlike
+    /// [`DataRoot::publish_partition`], the partition as a whole is not replaced.
+    pub async fn publish_files(
+        &self,
+        staged: &Path,
+        dataset: &str,
+        partition: &Partition,
+        stale: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
+            let entry = entry.map_err(|e| Error::io(staged, e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        let mut published = Vec::new();
+        match self {
+            DataRoot::Local(root) => {
+                let target = root.join(dataset).join(partition.dir_name());
+                std::fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+                for entry in std::fs::read_dir(&target).map_err(|e| Error::io(&target, e))? {
+                    let entry = entry.map_err(|e| Error::io(&target, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if stale(&name) && !names.contains(&name) {
+                        std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                    }
+                }
+                for name in &names {
+                    let dest = target.join(name);
+                    std::fs::rename(staged.join(name), &dest).map_err(|e| Error::io(&dest, e))?;
+                    published.push(dest.display().to_string());
+                }
+            }
+            DataRoot::ObjectStore { store, prefix, url } => {
+                let base = prefix.clone().join(dataset).join(partition.dir_name());
+                let old: Vec<_> = store.list(Some(&base)).try_collect().await?;
+                for meta in old {
+                    let name = meta.location.filename().unwrap_or_default().to_string();
+                    if stale(&name) && !names.contains(&name) {
+                        store.delete(&meta.location).await?;
+                    }
+                }
+                for name in &names {
+                    let dest = base.clone().join(name.as_str());
+                    upload_file(store.as_ref(), &staged.join(name), &dest).await?;
+                    published.push(format!(
+                        "{}/{dataset}/{}/{name}",
+                        url.as_str().trim_end_matches('/'),
+                        partition.dir_name()
+                    ));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(staged);
+        Ok(published)
+    }
+
     /// Writes one small file (run record, rejects, report) atomically at `<root>/<rel>`.
     pub async fn put_file(&self, rel: &str, bytes: &[u8]) -> Result<String> {
         match self {

@@ -1,0 +1,240 @@
+//! Reading the two vector datasets: the song catalog (loaded whole: it is the fixed side of the
+//! product) and the users (streamed in blocks).
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col};
+use futures::StreamExt;
+use streampulse_core::rejects::{Reject, RejectSink};
+
+use crate::error::{Error, Result};
+
+/// The song catalog: ids ascending (so a smaller index is a smaller id, which the top-K tie rule
+/// relies on) and their vectors, row-major.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub ids: Vec<i64>,
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+    index: HashMap<i64, u32>,
+}
+
+impl Catalog {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The catalog index of a song id.
+    pub fn index_of(&self, song_id: i64) -> Option<u32> {
+        self.index.get(&song_id).copied()
+    }
+
+    /// Builds a catalog from (id, vector) pairs in any order; duplicate ids are an error.
+    pub fn new(dim: usize, mut songs: Vec<(i64, Vec<f32>)>) -> Result<Self> {
+        songs.sort_by_key(|s| s.0);
+        if let Some(w) = songs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Error::Inconsistent(format!(
+                "song {} has more than one embedding",
+                w[0].0
+            )));
+        }
+        let ids: Vec<i64> = songs.iter().map(|s| s.0).collect();
+        let index = ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+        let vectors = songs.into_iter().flat_map(|s| s.1).collect();
+        Ok(Catalog {
+            ids,
+            dim,
+            vectors,
+            index,
+        })
+    }
+}
+
+/// The vector column's width (the embedding dimension) from a dataset's schema.
+fn dimension(df: &DataFrame, url: &str, column: &str) -> Result<usize> {
+    let field = df
+        .schema()
+        .field_with_unqualified_name(column)
+        .map_err(|_| missing(url, column))?;
+    match field.data_type() {
+        DataType::FixedSizeList(item, n) if item.data_type() == &DataType::Float32 => {
+            Ok(*n as usize)
+        }
+        other => Err(Error::Inconsistent(format!(
+            "{url}: column {column} should be a fixed-size list of float32, it is {other}"
+        ))),
+    }
+}
+
+fn missing(url: &str, column: &str) -> Error {
+    Error::Core(streampulse_core::Error::Input {
+        file: url.to_string(),
+        line: 0,
+        column: column.to_string(),
+        reason: "missing column".into(),
+    })
+}
+
+/// One row's vector, or why it cannot be used.
+fn row_vector<'a>(
+    list: &'a arrow::array::FixedSizeListArray,
+    values: &'a Float32Array,
+    dim: usize,
+    i: usize,
+) -> std::result::Result<&'a [f32], &'static str> {
+    if list.is_null(i) {
+        return Err("null vector");
+    }
+    let start = list.value_offset(i) as usize;
+    if values.null_count() > 0 && (start..start + dim).any(|j| values.is_null(j)) {
+        return Err("null component");
+    }
+    let v = &values.values()[start..start + dim];
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err("component not a finite number");
+    }
+    Ok(v)
+}
+
+/// Loads `song_embeddings`, rejecting unusable rows.
+pub async fn catalog(ctx: &SessionContext, url: &str, rejects: &mut RejectSink) -> Result<Catalog> {
+    let df = ctx.read_parquet(url, ParquetReadOptions::default()).await?;
+    let dim = dimension(&df, url, "embedding")?;
+    if df.schema().field_with_unqualified_name("song_id").is_err() {
+        return Err(missing(url, "song_id"));
+    }
+    let df = df.select(vec![col("song_id"), col("embedding")])?;
+    let mut songs = Vec::new();
+    let mut line = 0u64;
+    for batch in df.collect().await? {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let list = batch.column(1).as_fixed_size_list();
+        let values = list.values().as_primitive::<arrow::datatypes::Float32Type>();
+        for i in 0..batch.num_rows() {
+            let reason = if ids.is_null(i) {
+                Some(("song_id", "null song_id"))
+            } else {
+                match row_vector(list, values, dim, i) {
+                    Ok(v) => {
+                        songs.push((ids.value(i), v.to_vec()));
+                        None
+                    }
+                    Err(why) => Some(("embedding", why)),
+                }
+            };
+            if let Some((column, why)) = reason {
+                rejects.push(&Reject {
+                    file: url.to_string(),
+                    line,
+                    column: Some(column.into()),
+                    reason: why.into(),
+                    raw: format!("{{\"song_id\":{}}}", ids.is_valid(i).then(|| ids.value(i)).map_or("null".into(), |v| v.to_string())),
+                })?;
+            }
+            line += 1;
+        }
+    }
+    Catalog::new(dim, songs)
+}
+
+/// The users' rows, in file order (one engine partition) or sorted by user_id.
+pub async fn users(
+    ctx: &SessionContext,
+    url: &str,
+    sort: bool,
+) -> Result<(usize, SendableRecordBatchStream)> {
+    let df = ctx.read_parquet(url, ParquetReadOptions::default()).await?;
+    let dim = dimension(&df, url, "features")?;
+    if df.schema().field_with_unqualified_name("user_id").is_err() {
+        return Err(missing(url, "user_id"));
+    }
+    let df = df.select(vec![col("user_id"), col("features")])?;
+    let df = if sort {
+        df.sort(vec![col("user_id").sort(true, false)])?
+    } else {
+        df
+    };
+    // Decoding on its own task overlaps with scoring.
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut builder = RecordBatchReceiverStream::builder(schema, 4);
+    let tx = builder.tx();
+    builder.spawn(async move {
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    Ok((dim, builder.build()))
+}
+
+/// A block of users to score: ids and vectors (row-major), with each user's excluded songs.
+#[derive(Debug, Default, Clone)]
+pub struct Block {
+    pub users: Vec<i64>,
+    pub vectors: Vec<f32>,
+    /// Catalog indices, ascending, per user.
+    pub excluded: Vec<Vec<u32>>,
+}
+
+impl Block {
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// The usable rows of a user batch: `(row, user_id, vector)`; the rest go to the rejects.
+pub fn usable_users<'a>(
+    batch: &'a RecordBatch,
+    dim: usize,
+    url: &str,
+    first_line: u64,
+    rejects: &mut RejectSink,
+) -> Result<Vec<(usize, i64, &'a [f32])>> {
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    let list = batch.column(1).as_fixed_size_list();
+    let values = list.values().as_primitive::<arrow::datatypes::Float32Type>();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let problem = if ids.is_null(i) {
+            Some(("user_id", "null user_id"))
+        } else {
+            match row_vector(list, values, dim, i) {
+                Ok(v) => {
+                    out.push((i, ids.value(i), v));
+                    None
+                }
+                Err(why) => Some(("features", why)),
+            }
+        };
+        if let Some((column, why)) = problem {
+            rejects.push(&Reject {
+                file: url.to_string(),
+                line: first_line + i as u64,
+                column: Some(column.into()),
+                reason: why.into(),
+                raw: format!(
+                    "{{\"user_id\":{}}}",
+                    ids.is_valid(i)
+                        .then(|| ids.value(i))
+                        .map_or("null".into(), |v| v.to_string())
+                ),
+            })?;
+        }
+    }
+    Ok(out)
+}
