@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab lint fmt clean
+.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab bench-recommend lint fmt clean
 
 all: build
 
@@ -26,6 +26,8 @@ run: build
 	$(BIN)/play-counts --date $(DEMO_DATE) --data-root $(DATA) --input $(DATA)/exports/plays-$(DEMO_DATE).csv
 	@echo "== ab-analytics $(DEMO_DATE)"
 	$(BIN)/ab-analytics --date $(DEMO_DATE) --data-root $(DATA)
+	@echo "== recommend $(DEMO_DATE)"
+	$(BIN)/recommend --date $(DEMO_DATE) --data-root $(DATA)
 	@echo
 	@echo "Outputs under $(DATA):"
 	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
@@ -42,15 +44,19 @@ test-rust:
 
 test-e2e: build
 	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN)
+	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN)
 
-bench: bench-play-counts bench-ab
+bench: bench-play-counts bench-ab bench-recommend
 
 bench-play-counts: build
 	bench/play_counts.sh
 
 bench-ab: build
 	bench/ab_analytics.sh
+
+bench-recommend: build
+	bench/recommend.sh
 
 lint:
 	cargo fmt --all --check

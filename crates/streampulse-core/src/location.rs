@@ -223,7 +223,8 @@ impl DataRoot {
                     let entry = entry.map_err(|e| Error::io(&target, e))?;
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if stale(&name) && !names.contains(&name) {
-                        std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                        std::fs::remove_file(entry.path())
+                            .map_err(|e| Error::io(entry.path(), e))?;
                     }
                 }
                 for name in &names {

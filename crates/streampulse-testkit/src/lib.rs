@@ -122,10 +122,16 @@ fn partition_file(root: &Path, dataset: &str, date: NaiveDate) -> PathBuf {
         .join("part-0.parquet")
 }
 
-fn parquet_props() -> WriterProperties {
+/// Row groups of 1 M rows, or 64 k for rows of vectors (800 bytes each): a reader holds about a
+/// row group of a column at a time, and should not need 800 MB for it.
+fn parquet_props(schema: &arrow::datatypes::SchemaRef) -> WriterProperties {
+    let wide = schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), arrow::datatypes::DataType::FixedSizeList(..)));
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(if wide { 1 << 16 } else { 1 << 20 }))
         .set_created_by("streampulse-datagen".into())
         .build()
 }
@@ -144,7 +150,7 @@ impl AtomicParquet {
         let tmp = temp_sibling(&path);
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(AtomicParquet {
-            writer: ArrowWriter::try_new(file, schema, Some(parquet_props()))?,
+            writer: ArrowWriter::try_new(file, schema.clone(), Some(parquet_props(&schema)))?,
             path,
             tmp,
         })

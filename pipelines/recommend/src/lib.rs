@@ -57,8 +57,14 @@ impl FromStr for Shard {
         let (i, n) = s
             .split_once('/')
             .ok_or_else(|| format!("expected I/N, got {s:?}"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("bad shard index {i:?}"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("bad shard count {n:?}"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard index {i:?}"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard count {n:?}"))?;
         if count == 0 || index >= count {
             return Err(format!("shard {index}/{count}: need 0 <= I < N"));
         }
@@ -137,7 +143,9 @@ impl Args {
             return Err(Error::Config("--k must be at least 1".into()));
         }
         if !(1..=65_536).contains(&self.block_users) {
-            return Err(Error::Config("--block-users must be within 1..=65536".into()));
+            return Err(Error::Config(
+                "--block-users must be within 1..=65536".into(),
+            ));
         }
         Ok(Config {
             date: self.date,
@@ -192,7 +200,11 @@ fn blocks_per_round(threads: usize) -> usize {
 }
 
 /// The output rows of scored blocks.
-fn to_batch(blocks: &[Block], tops: &[Vec<Vec<topk::Candidate>>], catalog: &Catalog) -> Result<RecordBatch> {
+fn to_batch(
+    blocks: &[Block],
+    tops: &[Vec<Vec<topk::Candidate>>],
+    catalog: &Catalog,
+) -> Result<RecordBatch> {
     let rows: usize = tops.iter().flatten().map(Vec::len).sum();
     let (mut user, mut rank, mut song, mut score) = (
         Vec::with_capacity(rows),
@@ -370,7 +382,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let plays = if cfg.exclude_days > 0 {
         let partitions = exclude::window(&common.data_root, cfg.date, cfg.exclude_days).await?;
         if partitions.is_empty() {
-            tracing::warn!(days = cfg.exclude_days, "no plays partitions in the exclusion window");
+            tracing::warn!(
+                days = cfg.exclude_days,
+                "no plays partitions in the exclusion window"
+            );
         }
         partitions
     } else {
@@ -404,7 +419,15 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         );
         let scoring = async {
             let r = score_users(
-                cfg, &users_url, users, dim, &catalog, exclusions, &threads, &mut rejects, &tx,
+                cfg,
+                &users_url,
+                users,
+                dim,
+                &catalog,
+                exclusions,
+                &threads,
+                &mut rejects,
+                &tx,
             )
             .await;
             drop(tx);
@@ -423,7 +446,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         }
     };
     let users_in = progress.users_read;
-    let share = rejects.check_share(users_in + catalog.len() as u64 + songs_rejected, common.max_reject_share);
+    let share = rejects.check_share(
+        users_in + catalog.len() as u64 + songs_rejected,
+        common.max_reject_share,
+    );
     let rejects_at = rejects.location();
     let rejected = rejects.finish().await?;
     share?;
@@ -455,7 +481,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         // publish them beside the other shards', dropping files of another layout.
         let prefix = shard_prefix(cfg.shard);
         let count = cfg.shard.count;
-        for entry in std::fs::read_dir(&staged.dir).map_err(|e| streampulse_core::Error::io(&staged.dir, e))? {
+        for entry in std::fs::read_dir(&staged.dir)
+            .map_err(|e| streampulse_core::Error::io(&staged.dir, e))?
+        {
             let entry = entry.map_err(|e| streampulse_core::Error::io(&staged.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let to = staged.dir.join(format!("{prefix}{name}"));

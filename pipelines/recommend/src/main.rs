@@ -1,8 +1,8 @@
 //! `recommend`: see the crate docs and README for what it computes; `--help` for flags and
 //! exit codes.
 
-use recommend::{Args, PIPELINE, run};
 use clap::Parser;
+use recommend::{Args, PIPELINE, run};
 use streampulse_core::runner::execute;
 use streampulse_core::{exit::ExitCode, telemetry};
 

@@ -126,7 +126,10 @@ mod tests {
         let got: Vec<u32> = top.finish().iter().map(|c| c.song).collect();
         let mut all: Vec<Candidate> = (0..n)
             .filter(|&s| !excluded(s))
-            .map(|s| Candidate { score: scores[s as usize], song: s })
+            .map(|s| Candidate {
+                score: scores[s as usize],
+                song: s,
+            })
             .collect();
         all.sort_by(better);
         let want: Vec<u32> = all[..50].iter().map(|c| c.song).collect();

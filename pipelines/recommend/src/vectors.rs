@@ -47,7 +47,11 @@ impl Catalog {
             )));
         }
         let ids: Vec<i64> = songs.iter().map(|s| s.0).collect();
-        let index = ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
         let vectors = songs.into_iter().flat_map(|s| s.1).collect();
         Ok(Catalog {
             ids,
@@ -117,7 +121,9 @@ pub async fn catalog(ctx: &SessionContext, url: &str, rejects: &mut RejectSink) 
     for batch in df.collect().await? {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         let list = batch.column(1).as_fixed_size_list();
-        let values = list.values().as_primitive::<arrow::datatypes::Float32Type>();
+        let values = list
+            .values()
+            .as_primitive::<arrow::datatypes::Float32Type>();
         for i in 0..batch.num_rows() {
             let reason = if ids.is_null(i) {
                 Some(("song_id", "null song_id"))
@@ -136,7 +142,12 @@ pub async fn catalog(ctx: &SessionContext, url: &str, rejects: &mut RejectSink) 
                     line,
                     column: Some(column.into()),
                     reason: why.into(),
-                    raw: format!("{{\"song_id\":{}}}", ids.is_valid(i).then(|| ids.value(i)).map_or("null".into(), |v| v.to_string())),
+                    raw: format!(
+                        "{{\"song_id\":{}}}",
+                        ids.is_valid(i)
+                            .then(|| ids.value(i))
+                            .map_or("null".into(), |v| v.to_string())
+                    ),
                 })?;
             }
             line += 1;
@@ -207,7 +218,9 @@ pub fn usable_users<'a>(
 ) -> Result<Vec<(usize, i64, &'a [f32])>> {
     let ids = batch.column(0).as_primitive::<Int64Type>();
     let list = batch.column(1).as_fixed_size_list();
-    let values = list.values().as_primitive::<arrow::datatypes::Float32Type>();
+    let values = list
+        .values()
+        .as_primitive::<arrow::datatypes::Float32Type>();
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let problem = if ids.is_null(i) {

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    AsArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch,
-};
+use arrow::array::{AsArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float32Type, Int32Type, Int64Type};
 use clap::Parser;
 use recommend::{Args, Outcome, Shard, run};
@@ -18,10 +16,18 @@ use streampulse_testkit::{Dataset, GenConfig, generate};
 const DATE: &str = "2026-11-26";
 
 async fn recommend(root: &Path, extra: &[&str]) -> Result<Outcome, recommend::Error> {
-    let mut argv: Vec<String> = ["recommend", "--date", DATE, "--data-root", &root.display().to_string(), "--threads", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut argv: Vec<String> = [
+        "recommend",
+        "--date",
+        DATE,
+        "--data-root",
+        &root.display().to_string(),
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     argv.extend(extra.iter().map(|s| s.to_string()));
     let cfg = Args::try_parse_from(argv).unwrap().validate().unwrap();
     let mut meter = RunMeter::start("recommend", DATE);
@@ -33,14 +39,21 @@ fn generated(root: &Path, users: u64, songs: u64, plays: u64) {
         users,
         songs,
         plays,
-        datasets: vec![Dataset::UserFeatures, Dataset::SongEmbeddings, Dataset::PlaysParquet],
+        datasets: vec![
+            Dataset::UserFeatures,
+            Dataset::SongEmbeddings,
+            Dataset::PlaysParquet,
+        ],
         ..GenConfig::demo()
     };
     generate(&cfg, root).unwrap();
 }
 
 fn read_dir_batches(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
@@ -65,7 +78,9 @@ fn recommendations(root: &Path) -> BTreeMap<i64, Vec<(i32, i64, f32)>> {
             b.column(3).as_primitive::<Float32Type>(),
         );
         for i in 0..b.num_rows() {
-            out.entry(u.value(i)).or_default().push((r.value(i), s.value(i), sc.value(i)));
+            out.entry(u.value(i))
+                .or_default()
+                .push((r.value(i), s.value(i), sc.value(i)));
         }
     }
     out
@@ -79,18 +94,31 @@ fn vectors(root: &Path, dataset: &str) -> Vec<(i64, Vec<f32>)> {
         let list = b.column(1).as_fixed_size_list();
         for i in 0..b.num_rows() {
             let v = list.value(i);
-            out.push((ids.value(i), v.as_primitive::<Float32Type>().values().to_vec()));
+            out.push((
+                ids.value(i),
+                v.as_primitive::<Float32Type>().values().to_vec(),
+            ));
         }
     }
     out
 }
 
 /// The exact top `k` by a plain f64 loop: score desc, song id asc.
-fn brute_force(user: &[f32], songs: &[(i64, Vec<f32>)], k: usize, skip: &HashSet<i64>) -> Vec<(i64, f64)> {
+fn brute_force(
+    user: &[f32],
+    songs: &[(i64, Vec<f32>)],
+    k: usize,
+    skip: &HashSet<i64>,
+) -> Vec<(i64, f64)> {
     let mut scored: Vec<(i64, f64)> = songs
         .iter()
         .filter(|(id, _)| !skip.contains(id))
-        .map(|(id, v)| (*id, user.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum()))
+        .map(|(id, v)| {
+            (
+                *id,
+                user.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum(),
+            )
+        })
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(k);
@@ -108,22 +136,39 @@ fn check_user(got: &[(i32, i64, f32)], want: &[(i64, f64)]) {
     for (rank, song, score) in got {
         let exact = want.iter().find(|w| w.0 == *song).map(|w| w.1);
         match exact {
-            Some(s) => assert!((*score as f64 - s).abs() < 1e-4, "rank {rank}: {score} vs {s}"),
-            None => assert!((*score as f64 - kth).abs() < 1e-5, "song {song} is not in the top K"),
+            Some(s) => assert!(
+                (*score as f64 - s).abs() < 1e-4,
+                "rank {rank}: {score} vs {s}"
+            ),
+            None => assert!(
+                (*score as f64 - kth).abs() < 1e-5,
+                "song {song} is not in the top K"
+            ),
         }
     }
-    let missing = want.iter().filter(|w| !got.iter().any(|g| g.1 == w.0)).count();
-    assert!(missing <= 1 || want_ids.len() < want.len(), "{missing} missing");
+    let missing = want
+        .iter()
+        .filter(|w| !got.iter().any(|g| g.1 == w.0))
+        .count();
+    assert!(
+        missing <= 1 || want_ids.len() < want.len(),
+        "{missing} missing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_gets_the_exact_top_k() {
     let dir = tempfile::tempdir().unwrap();
     generated(dir.path(), 3_000, 2_500, 1_000);
-    let outcome = recommend(dir.path(), &["--k", "20", "--block-users", "100"]).await.unwrap();
+    let outcome = recommend(dir.path(), &["--k", "20", "--block-users", "100"])
+        .await
+        .unwrap();
     assert_eq!((outcome.users, outcome.rows), (3_000, 60_000));
     let got = recommendations(dir.path());
-    let (users, songs) = (vectors(dir.path(), "user_features"), vectors(dir.path(), "song_embeddings"));
+    let (users, songs) = (
+        vectors(dir.path(), "user_features"),
+        vectors(dir.path(), "song_embeddings"),
+    );
     for (user, v) in users.iter().step_by(7) {
         check_user(&got[user], &brute_force(v, &songs, 20, &HashSet::new()));
     }
@@ -138,21 +183,37 @@ async fn shards_together_equal_one_run_and_reruns_give_the_same_bytes() {
     generated(dir.path(), 2_000, 1_000, 1_000);
     recommend(dir.path(), &["--k", "10"]).await.unwrap();
     let whole = recommendations(dir.path());
-    let part = dir.path().join(format!("recommendations/date={DATE}/part-0.parquet"));
+    let part = dir
+        .path()
+        .join(format!("recommendations/date={DATE}/part-0.parquet"));
     let bytes = std::fs::read(&part).unwrap();
     recommend(dir.path(), &["--k", "10"]).await.unwrap();
-    assert!(bytes == std::fs::read(&part).unwrap(), "a rerun changed the bytes");
+    assert!(
+        bytes == std::fs::read(&part).unwrap(),
+        "a rerun changed the bytes"
+    );
 
     for i in 0..3 {
         let shard = format!("{i}/3");
-        let o = recommend(dir.path(), &["--k", "10", "--shard", &shard]).await.unwrap();
-        assert!(o.users > 500 && o.users < 850, "shard {shard} has {} users", o.users);
+        let o = recommend(dir.path(), &["--k", "10", "--shard", &shard])
+            .await
+            .unwrap();
+        assert!(
+            o.users > 500 && o.users < 850,
+            "shard {shard} has {} users",
+            o.users
+        );
     }
-    let files: Vec<String> = std::fs::read_dir(dir.path().join(format!("recommendations/date={DATE}")))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files.len(), 3, "the unsharded file is replaced by the shards: {files:?}");
+    let files: Vec<String> =
+        std::fs::read_dir(dir.path().join(format!("recommendations/date={DATE}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert_eq!(
+        files.len(),
+        3,
+        "the unsharded file is replaced by the shards: {files:?}"
+    );
     assert_eq!(recommendations(dir.path()), whole);
     assert!("3/3".parse::<Shard>().is_err() && "1/0".parse::<Shard>().is_err());
 }
@@ -162,7 +223,9 @@ async fn recently_streamed_songs_are_excluded_and_k_is_still_met() {
     let dir = tempfile::tempdir().unwrap();
     // Few users and many plays: every user streamed dozens of songs today.
     generated(dir.path(), 200, 400, 40_000);
-    let outcome = recommend(dir.path(), &["--k", "30", "--exclude-days", "7"]).await.unwrap();
+    let outcome = recommend(dir.path(), &["--k", "30", "--exclude-days", "7"])
+        .await
+        .unwrap();
     assert!(outcome.excluded_pairs > 1_000, "{outcome:?}");
     assert_eq!(outcome.rows, 200 * 30);
 
@@ -172,7 +235,11 @@ async fn recently_streamed_songs_are_excluded_and_k_is_still_met() {
         let schema = b.schema();
         let col = |n: &str| b.column(schema.index_of(n).unwrap()).clone();
         let (u, s, ms) = (col("user_id"), col("song_id"), col("ms_played"));
-        let (u, s, ms) = (u.as_primitive::<Int64Type>(), s.as_primitive::<Int64Type>(), ms.as_primitive::<Int32Type>());
+        let (u, s, ms) = (
+            u.as_primitive::<Int64Type>(),
+            s.as_primitive::<Int64Type>(),
+            ms.as_primitive::<Int32Type>(),
+        );
         for i in 0..b.num_rows() {
             if ms.value(i) >= 30_000 {
                 streamed.entry(u.value(i)).or_default().insert(s.value(i));
@@ -180,27 +247,55 @@ async fn recently_streamed_songs_are_excluded_and_k_is_still_met() {
         }
     }
     let got = recommendations(dir.path());
-    let (users, songs) = (vectors(dir.path(), "user_features"), vectors(dir.path(), "song_embeddings"));
+    let (users, songs) = (
+        vectors(dir.path(), "user_features"),
+        vectors(dir.path(), "song_embeddings"),
+    );
     for (user, v) in &users {
         let skip = streamed.get(user).cloned().unwrap_or_default();
-        assert!(got[user].iter().all(|g| !skip.contains(&g.1)), "user {user} got a streamed song");
+        assert!(
+            got[user].iter().all(|g| !skip.contains(&g.1)),
+            "user {user} got a streamed song"
+        );
         check_user(&got[user], &brute_force(v, &songs, 30, &skip));
     }
 }
 
 fn vector_batch(ids: Vec<Option<i64>>, values: Vec<f32>, dim: i32, name: &str) -> RecordBatch {
     let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let list = FixedSizeListArray::new(item.clone(), dim, Arc::new(Float32Array::from(values)), None);
+    let list = FixedSizeListArray::new(
+        item.clone(),
+        dim,
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-        Field::new(if name == "features" { "user_id" } else { "song_id" }, DataType::Int64, true),
+        Field::new(
+            if name == "features" {
+                "user_id"
+            } else {
+                "song_id"
+            },
+            DataType::Int64,
+            true,
+        ),
         Field::new(name, DataType::FixedSizeList(item, dim), true),
     ]));
-    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids)), Arc::new(list)]).unwrap()
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(ids)), Arc::new(list)],
+    )
+    .unwrap()
 }
 
 fn write(path: &Path, batch: &RecordBatch) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();
 }
@@ -215,17 +310,31 @@ async fn unusable_vectors_are_rejected_and_ties_go_to_the_smaller_song() {
         2,
         "embedding",
     );
-    write(&dir.path().join(format!("song_embeddings/date={DATE}/part-0.parquet")), &songs);
+    write(
+        &dir.path()
+            .join(format!("song_embeddings/date={DATE}/part-0.parquet")),
+        &songs,
+    );
     let users = vector_batch(
         vec![Some(1), None, Some(2)],
         vec![2.0, 5.0, 1.0, 1.0, -1.0, 0.0],
         2,
         "features",
     );
-    write(&dir.path().join(format!("user_features/date={DATE}/part-0.parquet")), &users);
+    write(
+        &dir.path()
+            .join(format!("user_features/date={DATE}/part-0.parquet")),
+        &users,
+    );
     let err = recommend(dir.path(), &["--k", "2"]).await.unwrap_err();
-    assert_eq!(err.exit_code(), ExitCode::DataErr, "2 of 7 rows rejected: {err}");
-    let outcome = recommend(dir.path(), &["--k", "2", "--max-reject-share", "0.5"]).await.unwrap();
+    assert_eq!(
+        err.exit_code(),
+        ExitCode::DataErr,
+        "2 of 7 rows rejected: {err}"
+    );
+    let outcome = recommend(dir.path(), &["--k", "2", "--max-reject-share", "0.5"])
+        .await
+        .unwrap();
     let rejects = std::fs::read_to_string(outcome.rejects.unwrap()).unwrap();
     assert!(rejects.contains("component not a finite number") && rejects.contains("null user_id"));
     let got = recommendations(dir.path());
