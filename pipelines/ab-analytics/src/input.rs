@@ -247,10 +247,11 @@ pub async fn experiment_plans(
             let (Some(e), Some(v)) = (experiment.get(i), variant.get(i)) else {
                 return Err(bad("experiment_id", "null experiment or variant".into()));
             };
-            let w = weight
-                .is_valid(i)
-                .then(|| weight.value(i))
-                .unwrap_or(f64::NAN);
+            let w = if weight.is_valid(i) {
+                weight.value(i)
+            } else {
+                f64::NAN
+            };
             if !(w.is_finite() && w > 0.0) {
                 return Err(bad(
                     "weight",

@@ -210,12 +210,15 @@ fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A variant's statistics and its users without a usable metrics row.
+type VariantWithMissing = (analysis::VariantStats, u64);
+
 /// Puts one experiment's variants in report order (control first, then by name: not the plan's
 /// row order, so that the same plan written differently gives the same bytes) and compares them.
 fn analyse_experiment(
     cfg: &Config,
     exp: &ExperimentAcc,
-) -> Result<(Vec<(analysis::VariantStats, u64)>, Vec<ResultRow>)> {
+) -> Result<(Vec<VariantWithMissing>, Vec<ResultRow>)> {
     let mut variants: Vec<&join::VariantAcc> = exp.variants.iter().collect();
     variants.sort_by(|a, b| {
         (!a.plan.is_control, &a.plan.name).cmp(&(!b.plan.is_control, &b.plan.name))

@@ -239,31 +239,31 @@ tr.sig td{background:#eefaf0}.up{color:#12733a}.down{color:#b42318}\
 pub fn html(r: &ExperimentReport) -> String {
     let mut h = String::new();
     let level = format!("{:.0}%", 100.0 * r.confidence);
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{id}: A/B results {date}</title><style>{STYLE}</style></head><body>\n\
          <h1>Experiment {id}</h1><p class=\"sub\">Results as of {date} · {level} confidence intervals · \
-         p-values adjusted over {n} comparisons (Holm and Benjamini-Hochberg)</p>\n",
+         p-values adjusted over {n} comparisons (Holm and Benjamini-Hochberg)</p>",
         id = escape(&r.experiment_id),
         date = escape(&r.date),
         n = r.results.iter().filter(|x| !x.cuped).count(),
     );
     // Sample-ratio mismatch first: when it fires, nothing below should be trusted.
     if r.srm.flagged {
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<div class=\"banner bad\"><strong>Sample-ratio mismatch</strong> (χ² p = {}, below {}): \
              the variants did not receive the planned traffic. The assignment is broken or users \
-             were lost unevenly; do not act on the results below until this is explained.</div>\n",
+             were lost unevenly; do not act on the results below until this is explained.</div>",
             p(r.srm.p_value),
             r.srm.threshold
         );
     } else {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<div class=\"banner ok\">Traffic split matches the plan (sample-ratio χ² p = {}).</div>\n",
+            "<div class=\"banner ok\">Traffic split matches the plan (sample-ratio χ² p = {}).</div>",
             p(r.srm.p_value)
         );
     }
@@ -303,10 +303,10 @@ pub fn html(r: &ExperimentReport) -> String {
         } else {
             " class=\"down\""
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr{class}><td>{metric}{cuped}</td><td class=\"l\">{variant}</td><td>{c}</td><td>{t}</td>\
-             <td{dir}>{d}</td><td>[{dl}, {dh}]</td><td{dir}>{l}</td><td>[{ll}, {lh}]</td><td>{p}</td><td>{ph}</td><td>{pb}</td></tr>\n",
+             <td{dir}>{d}</td><td>[{dl}, {dh}]</td><td{dir}>{l}</td><td>[{ll}, {lh}]</td><td>{p}</td><td>{ph}</td><td>{pb}</td></tr>",
             metric = escape(x.metric),
             cuped = if x.cuped { " (CUPED)" } else { "" },
             variant = escape(&x.variant),
@@ -334,7 +334,7 @@ pub fn html(r: &ExperimentReport) -> String {
         ),
         _ => String::new(),
     };
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<h2>Method</h2><p class=\"note\">Continuous metrics: Welch's t-test and its \
          Welch-Satterthwaite {level} interval. Binary metrics: two-proportion z-test (pooled \
@@ -343,7 +343,7 @@ pub fn html(r: &ExperimentReport) -> String {
          (θ pooled over both groups), which narrows the interval without biasing the estimate. \
          Highlighted rows are significant after Holm's correction over every metric × treatment \
          (a CUPED row stands in for its raw row). Users without a metrics row count towards the \
-         sample-ratio check but not the metrics.{winsor}</p>\n</body></html>\n"
+         sample-ratio check but not the metrics.{winsor}</p>\n</body></html>"
     );
     h
 }
@@ -370,18 +370,18 @@ fn forest_plot(r: &ExperimentReport) -> String {
     let height = top + row_h * rows.len() as f64 + 30.0;
     let x = |v: f64| label_w + (v - lo) / (hi - lo) * plot_w;
     let mut s = String::new();
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" \
-         role=\"img\" aria-label=\"Forest plot of relative lifts with confidence intervals\">\n"
+         role=\"img\" aria-label=\"Forest plot of relative lifts with confidence intervals\">"
     );
     // Axis ticks: five evenly spaced, labelled in percent.
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
-        let _ = write!(
+        let _ = writeln!(
             s,
             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2:.1}\" stroke=\"#eceef3\"/>\
-             <text x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"middle\" fill=\"#5b6478\">{4}</text>\n",
+             <text x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"middle\" fill=\"#5b6478\">{4}</text>",
             x(v),
             top - 10.0,
             height - 25.0,
@@ -389,9 +389,9 @@ fn forest_plot(r: &ExperimentReport) -> String {
             pct(v)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2:.1}\" stroke=\"#1d2433\" stroke-dasharray=\"4 3\"/>\n",
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2:.1}\" stroke=\"#1d2433\" stroke-dasharray=\"4 3\"/>",
         x(0.0),
         top - 10.0,
         height - 25.0
@@ -404,17 +404,17 @@ fn forest_plot(r: &ExperimentReport) -> String {
             row.variant,
             if row.cuped { " (CUPED)" } else { "" }
         );
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}</text>\n",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}</text>",
             label_w - 12.0,
             y,
             escape(&label)
         );
         if !finite(row) {
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"#5b6478\">not estimable</text>\n",
+                "<text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"#5b6478\">not estimable</text>",
                 label_w + 8.0
             );
             continue;
@@ -424,11 +424,11 @@ fn forest_plot(r: &ExperimentReport) -> String {
             (true, true) => "#12733a",
             (true, false) => "#b42318",
         };
-        let _ = write!(
+        let _ = writeln!(
             s,
             "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\
              <circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"{}\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"{color}\">{} [{}, {}]</text>\n",
+             <text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"{color}\">{} [{}, {}]</text>",
             x(row.rel_ci_low),
             x(row.rel_ci_high),
             x(row.rel_lift),

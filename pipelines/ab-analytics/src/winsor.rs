@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn keys_keep_the_order_of_floats() {
-        let mut v = vec![-3.5, -0.0, 0.0, 1e-300, 2.0, 7.25, 1e300, -1e300];
+        let mut v = [-3.5, -0.0, 0.0, 1e-300, 2.0, 7.25, 1e300, -1e300];
         v.sort_by(f64::total_cmp);
         let keys: Vec<u64> = v.iter().map(|&x| key(x)).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));

@@ -118,7 +118,7 @@ mod tests {
         let n = 10_000u32;
         // Coarse scores: many ties, so the tie rule is exercised.
         let scores: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 / 8.0).collect();
-        let excluded = |s: u32| s % 13 == 0;
+        let excluded = |s: u32| s.is_multiple_of(13);
         let mut top = TopK::new(50);
         for (t, tile) in scores.chunks(777).enumerate() {
             top.offer((t * 777) as u32, tile, excluded);
