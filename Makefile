@@ -28,9 +28,11 @@ run: build
 	$(BIN)/ab-analytics --date $(DEMO_DATE) --data-root $(DATA)
 	@echo "== recommend $(DEMO_DATE)"
 	$(BIN)/recommend --date $(DEMO_DATE) --data-root $(DATA)
+	@echo "== revenue $$(echo $(DEMO_DATE) | cut -c1-7) (the month so far)"
+	$(BIN)/revenue --month $$(echo $(DEMO_DATE) | cut -c1-7) --data-root $(DATA)
 	@echo
 	@echo "Outputs under $(DATA):"
-	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
+	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' -o -path '*month=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
 	@echo "Run records: $(DATA)/runs/"
 
 test: test-rust test-e2e
@@ -45,7 +47,8 @@ test-rust:
 test-e2e: build
 	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN)
+	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN)
 
 bench: bench-play-counts bench-ab bench-recommend
 

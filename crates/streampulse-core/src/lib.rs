@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod location;
+pub mod money;
 pub mod output;
 pub mod rejects;
 pub mod run_record;

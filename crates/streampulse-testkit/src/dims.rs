@@ -74,11 +74,5 @@ pub const HOUR_WEIGHTS: [f64; 24] = [
     6.2, 6.0, 5.2, 4.0, 2.8,
 ];
 
-/// Number of digits after the point of an ISO 4217 currency (its minor unit).
-pub fn minor_unit_digits(currency: &str) -> u32 {
-    match currency {
-        "JPY" | "KRW" | "CLP" | "VND" | "ISK" => 0,
-        "BHD" | "KWD" | "OMR" | "JOD" | "TND" => 3,
-        _ => 2,
-    }
-}
+/// The currency rules live with the revenue arithmetic in the core.
+pub use streampulse_core::money::minor_unit_digits;

@@ -1,0 +1,664 @@
+//! Pipeline D, `revenue`: one month's subscription revenue attributed to songs, artists and
+//! labels, to the minor unit, by the rules of DATA.md.
+//!
+//! * Subscription revenue of the month: `monthly_price x active_days / days_in_month`, rounded
+//!   half to even to the currency's minor unit ([`streampulse_core::money`]).
+//! * A stream (a play of 30 s or more, on a UTC date of the month) belongs to the market
+//!   (country, currency) of the user's paid subscription active that day; other plays do not
+//!   count.
+//! * `pro-rata`: per market, the pool (Σ revenue) is split over songs by their streams;
+//!   `user-centric`: each subscription's revenue is split over the songs its user streamed while
+//!   it was active; both by the largest-remainder method with ties to the smaller song id, so
+//!   every split adds up exactly.
+//!
+//! The engine (DataFusion, memory-bounded, spilling) does the heavy part: streams per (user,
+//! song, day), joined with the subscriptions active that day, aggregated per (subscription, song)
+//! or (market, song). The splits then stream through in Rust, in integers. Memory holds the
+//! catalog's song → artist, label map and one amount per (market, song).
+
+pub mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
+use chrono::{Datelike, NaiveDate};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::location::Partition;
+use streampulse_core::money::{
+    MONEY_SCALE, allocate, div_round_half_even, minor_to_decimal, minor_unit_digits,
+};
+use streampulse_core::output::{StagedPartition, write_partition};
+use streampulse_core::run_record::RunMeter;
+use streampulse_core::schema::{
+    REVENUE_BY_ARTIST, REVENUE_BY_LABEL, REVENUE_BY_SONG, REVENUE_RECONCILIATION, STREAM_MIN_MS,
+};
+use streampulse_core::{engine, exit::EXIT_CODES_HELP};
+
+pub use error::{Error, Result};
+
+pub const PIPELINE: &str = "revenue";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// Per market, the pool is split by each song's share of the market's streams.
+    ProRata,
+    /// Each subscription's revenue is split over the songs its user streamed.
+    UserCentric,
+}
+
+fn parse_month(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+        .map_err(|_| format!("expected YYYY-MM, got {s:?}"))
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = PIPELINE, version, about = "Monthly revenue attributed to songs, artists and labels, to the cent", after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// The month to attribute, YYYY-MM.
+    #[arg(long, env = "SP_MONTH", value_parser = parse_month)]
+    pub month: NaiveDate,
+
+    /// Attribution model.
+    #[arg(long, env = "SP_MODEL", value_enum, default_value = "pro-rata")]
+    pub model: Model,
+
+    /// Explicit `subscriptions` (Parquet). Default: the latest partition dated on or after the
+    /// month's last day, else the latest before it.
+    #[arg(long, env = "SP_SUBSCRIPTIONS")]
+    pub subscriptions: Option<PathBuf>,
+
+    /// Explicit `songs` catalog (Parquet). Default: chosen like the subscriptions.
+    #[arg(long, env = "SP_SONGS")]
+    pub songs: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub month: NaiveDate,
+    pub model: Model,
+    pub subscriptions: Option<PathBuf>,
+    pub songs: Option<PathBuf>,
+    pub common: CommonConfig,
+}
+
+impl Args {
+    pub fn validate(&self) -> Result<Config> {
+        Ok(Config {
+            month: self.month,
+            model: self.model,
+            subscriptions: self.subscriptions.clone(),
+            songs: self.songs.clone(),
+            common: self.common.validate()?,
+        })
+    }
+}
+
+/// The month's calendar.
+#[derive(Debug, Clone, Copy)]
+pub struct Month {
+    pub first: NaiveDate,
+    pub next: NaiveDate,
+}
+
+impl Month {
+    pub fn new(first: NaiveDate) -> Self {
+        let next = if first.month() == 12 {
+            NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+        } else {
+            NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+        }
+        .unwrap_or(first);
+        Month { first, next }
+    }
+    pub fn days(&self) -> i64 {
+        (self.next - self.first).num_days()
+    }
+    pub fn label(&self) -> String {
+        self.first.format("%Y-%m").to_string()
+    }
+    fn day_number(d: NaiveDate) -> i32 {
+        (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(d)).num_days() as i32
+    }
+    /// Days of the month within `[start, end)` (end `None`: still active).
+    pub fn active_days(&self, start: i32, end: Option<i32>) -> i64 {
+        let lo = start.max(Self::day_number(self.first));
+        let hi = end.unwrap_or(i32::MAX).min(Self::day_number(self.next));
+        (hi - lo).max(0) as i64
+    }
+}
+
+/// A subscription's revenue in the month, in minor units: price (Decimal128 at scale 6, major
+/// units) x active days / days in month, rounded half to even.
+pub fn subscription_revenue(
+    price_raw: i128,
+    currency: &str,
+    active_days: i64,
+    month_days: i64,
+) -> i128 {
+    let unit = 10i128.pow(MONEY_SCALE - minor_unit_digits(currency));
+    div_round_half_even(price_raw * active_days as i128, unit * month_days as i128)
+}
+
+/// A market: (country, currency).
+type Market = (String, String);
+
+/// What a successful run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub outputs: Vec<String>,
+    pub markets: usize,
+    pub songs: usize,
+    /// Σ over markets of the pool and of what was attributed, in minor units (mixed currencies:
+    /// a checksum, not an amount).
+    pub pool_minor_units: i128,
+    pub attributed_minor_units: i128,
+}
+
+/// The latest partition of `dataset` dated on or after `on_or_after`, else the latest before.
+async fn snapshot(
+    cfg: &Config,
+    explicit: &Option<PathBuf>,
+    dataset: &str,
+    on_or_after: NaiveDate,
+) -> Result<String> {
+    if let Some(p) = explicit {
+        return Ok(p.display().to_string());
+    }
+    let root = &cfg.common.data_root;
+    let dates = root.list_partitions(dataset, "date").await?;
+    let wanted = on_or_after.format("%Y-%m-%d").to_string();
+    let pick = dates
+        .iter()
+        .filter(|d| **d >= wanted)
+        .min()
+        .or_else(|| dates.iter().max())
+        .ok_or_else(|| {
+            Error::Core(streampulse_core::Error::InputMissing(format!(
+                "no {dataset} partition under {} (pass --{dataset})",
+                root.display()
+            )))
+        })?;
+    if *pick < wanted {
+        tracing::warn!(dataset, partition = %pick, "no snapshot after the month's end: using an earlier one");
+    }
+    Ok(root.partition_url(
+        dataset,
+        &Partition {
+            key: "date",
+            value: pick.clone(),
+        },
+    ))
+}
+
+/// The plays partitions that can hold the month's streams: its days and the next day (late
+/// arrivals of the last evening land in the next day's export).
+async fn plays_partitions(cfg: &Config, month: &Month) -> Result<Vec<String>> {
+    let root = &cfg.common.data_root;
+    let present = root.list_partitions("plays", "date").await?;
+    let mut urls = Vec::new();
+    let mut missing = Vec::new();
+    let mut d = month.first;
+    while d <= month.next {
+        let p = Partition::date(d);
+        if present.contains(&p.value) {
+            urls.push(root.partition_url("plays", &p));
+        } else if d < month.next {
+            missing.push(p.value);
+        }
+        d = d.succ_opt().unwrap_or(d);
+    }
+    if urls.is_empty() {
+        return Err(Error::Core(streampulse_core::Error::InputMissing(format!(
+            "no plays partition for {} under {}",
+            month.label(),
+            root.display()
+        ))));
+    }
+    if !missing.is_empty() {
+        tracing::warn!(days = missing.len(), first = %missing[0], "days of the month have no plays partition");
+    }
+    Ok(urls)
+}
+
+fn date_literal(d: NaiveDate) -> String {
+    format!("DATE '{}'", d.format("%Y-%m-%d"))
+}
+
+/// Per market, the pool: Σ revenue of the paid subscriptions active in the month. Also checks
+/// the contract that a user has at most one active subscription at a time.
+async fn pools(ctx: &SessionContext, month: &Month) -> Result<BTreeMap<Market, i128>> {
+    let overlaps = ctx
+        .sql(&format!(
+            "SELECT user_id, subscription_id FROM (
+               SELECT user_id, subscription_id, started_at,
+                      LAG(ended_at) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_end,
+                      LAG(subscription_id) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_id
+               FROM subs WHERE started_at < {next} AND (ended_at IS NULL OR ended_at > {first}))
+             WHERE prev_id IS NOT NULL AND (prev_end IS NULL OR prev_end > started_at)
+             ORDER BY user_id LIMIT 5",
+            first = date_literal(month.first),
+            next = date_literal(month.next)
+        ))
+        .await?
+        .collect()
+        .await?;
+    let found: Vec<String> = overlaps
+        .iter()
+        .flat_map(|b| {
+            let (u, s) = (
+                b.column(0).as_primitive::<Int64Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
+            );
+            (0..b.num_rows())
+                .map(|i| format!("user {} (subscription {})", u.value(i), s.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !found.is_empty() {
+        return Err(Error::Inconsistent(format!(
+            "overlapping subscriptions in {}: {}",
+            month.label(),
+            found.join(", ")
+        )));
+    }
+    let mut stream = ctx
+        .sql(&format!(
+            "SELECT country, currency, monthly_price, started_at, ended_at FROM subs
+             WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first})",
+            first = date_literal(month.first),
+            next = date_literal(month.next)
+        ))
+        .await?
+        .execute_stream()
+        .await?;
+    let mut pools: BTreeMap<Market, i128> = BTreeMap::new();
+    while let Some(b) = stream.next().await.transpose()? {
+        let country = b.column(0).as_string_view_or_utf8()?;
+        let currency = b.column(1).as_string_view_or_utf8()?;
+        let price = b.column(2).as_primitive::<Decimal128Type>();
+        let start = b.column(3).as_primitive::<Date32Type>();
+        let end = b.column(4).as_primitive::<Date32Type>();
+        for i in 0..b.num_rows() {
+            let days = month.active_days(start.value(i), end.is_valid(i).then(|| end.value(i)));
+            let cur = &currency[i];
+            let revenue = subscription_revenue(price.value(i), cur, days, month.days());
+            *pools.entry((country[i].clone(), cur.clone())).or_default() += revenue;
+        }
+    }
+    Ok(pools)
+}
+
+/// Reads a string column (any layout) into owned strings; small batches of a handful of
+/// distinct values, so the copy does not matter.
+trait Strings {
+    fn as_string_view_or_utf8(&self) -> Result<Vec<String>>;
+}
+
+impl Strings for arrow::array::ArrayRef {
+    fn as_string_view_or_utf8(&self) -> Result<Vec<String>> {
+        let utf8 = arrow::compute::cast(self, &arrow::datatypes::DataType::Utf8)?;
+        Ok(utf8
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect())
+    }
+}
+
+/// Attributed amounts and streams per (market, song).
+type SongTotals = BTreeMap<(Market, i64), (i64, i128)>;
+
+/// The streams of the month joined with the subscription active on their day, per `group`.
+fn streams_sql(month: &Month, group: &str) -> String {
+    format!(
+        "WITH p AS (
+           SELECT user_id, song_id, CAST(played_at AS DATE) AS d, COUNT(*) AS streams
+           FROM plays
+           WHERE ms_played >= {min_ms} AND CAST(played_at AS DATE) >= {first} AND CAST(played_at AS DATE) < {next}
+           GROUP BY user_id, song_id, CAST(played_at AS DATE)),
+         s AS (
+           SELECT subscription_id, user_id, country, currency, monthly_price, started_at, ended_at FROM subs
+           WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first}))
+         SELECT {group}, p.song_id, SUM(p.streams) AS streams
+         FROM p JOIN s ON p.user_id = s.user_id AND p.d >= s.started_at AND (s.ended_at IS NULL OR p.d < s.ended_at)
+         GROUP BY {group}, p.song_id
+         ORDER BY {group}, p.song_id",
+        min_ms = STREAM_MIN_MS,
+        first = date_literal(month.first),
+        next = date_literal(month.next),
+    )
+}
+
+/// Pro-rata: per market, the pool over the market's songs by streams.
+async fn pro_rata(
+    ctx: &SessionContext,
+    month: &Month,
+    pools: &BTreeMap<Market, i128>,
+) -> Result<SongTotals> {
+    let mut stream = ctx
+        .sql(&streams_sql(month, "s.country, s.currency"))
+        .await?
+        .execute_stream()
+        .await?;
+    let mut totals = SongTotals::new();
+    let mut market: Option<Market> = None;
+    let mut songs: Vec<(i64, u64)> = Vec::new();
+    let flush = |market: &Option<Market>, songs: &mut Vec<(i64, u64)>, totals: &mut SongTotals| {
+        if let Some(m) = market {
+            let pool = pools.get(m).copied().unwrap_or(0);
+            for (&(song, streams), amount) in songs.iter().zip(allocate(pool, songs)) {
+                totals.insert((m.clone(), song), (streams as i64, amount));
+            }
+        }
+        songs.clear();
+    };
+    while let Some(b) = stream.next().await.transpose()? {
+        let (country, currency) = (
+            b.column(0).as_string_view_or_utf8()?,
+            b.column(1).as_string_view_or_utf8()?,
+        );
+        let song = b.column(2).as_primitive::<Int64Type>();
+        let streams = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let m = (country[i].clone(), currency[i].clone());
+            if market.as_ref() != Some(&m) {
+                flush(&market, &mut songs, &mut totals);
+                market = Some(m);
+            }
+            songs.push((song.value(i), streams.value(i) as u64));
+        }
+    }
+    flush(&market, &mut songs, &mut totals);
+    Ok(totals)
+}
+
+/// User-centric: each subscription's revenue over its user's songs by streams.
+async fn user_centric(ctx: &SessionContext, month: &Month) -> Result<SongTotals> {
+    let group =
+        "s.subscription_id, s.country, s.currency, s.monthly_price, s.started_at, s.ended_at";
+    let mut stream = ctx
+        .sql(&streams_sql(month, group))
+        .await?
+        .execute_stream()
+        .await?;
+    let mut totals = SongTotals::new();
+    // The subscription being split: (id, market, revenue) and its songs.
+    let mut current: Option<(i64, Market, i128)> = None;
+    let mut songs: Vec<(i64, u64)> = Vec::new();
+    let flush = |current: &Option<(i64, Market, i128)>,
+                 songs: &mut Vec<(i64, u64)>,
+                 totals: &mut SongTotals| {
+        if let Some((_, m, revenue)) = current {
+            for (&(song, streams), amount) in songs.iter().zip(allocate(*revenue, songs)) {
+                let e = totals.entry((m.clone(), song)).or_default();
+                e.0 += streams as i64;
+                e.1 += amount;
+            }
+        }
+        songs.clear();
+    };
+    while let Some(b) = stream.next().await.transpose()? {
+        let id = b.column(0).as_primitive::<Int64Type>();
+        let (country, currency) = (
+            b.column(1).as_string_view_or_utf8()?,
+            b.column(2).as_string_view_or_utf8()?,
+        );
+        let price = b.column(3).as_primitive::<Decimal128Type>();
+        let start = b.column(4).as_primitive::<Date32Type>();
+        let end = b.column(5).as_primitive::<Date32Type>();
+        let song = b.column(6).as_primitive::<Int64Type>();
+        let streams = b.column(7).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            if current.as_ref().map(|c| c.0) != Some(id.value(i)) {
+                flush(&current, &mut songs, &mut totals);
+                let days = month.active_days(start.value(i), end.is_valid(i).then(|| end.value(i)));
+                let revenue =
+                    subscription_revenue(price.value(i), &currency[i], days, month.days());
+                current = Some((
+                    id.value(i),
+                    (country[i].clone(), currency[i].clone()),
+                    revenue,
+                ));
+            }
+            songs.push((song.value(i), streams.value(i) as u64));
+        }
+    }
+    flush(&current, &mut songs, &mut totals);
+    Ok(totals)
+}
+
+/// song → (artist, label) from the catalog.
+async fn catalog(ctx: &SessionContext) -> Result<HashMap<i64, (i64, i64)>> {
+    let mut out = HashMap::new();
+    let mut stream = ctx
+        .sql("SELECT song_id, artist_id, label_id FROM songs")
+        .await?
+        .execute_stream()
+        .await?;
+    while let Some(b) = stream.next().await.transpose()? {
+        let (s, a, l) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            b.column(2).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            out.insert(s.value(i), (a.value(i), l.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+fn money_array(values: Vec<i128>) -> Result<Decimal128Array> {
+    Ok(Decimal128Array::from(values).with_precision_and_scale(18, MONEY_SCALE as i8)?)
+}
+
+/// Rows of a `revenue_by_*` dataset from per-(market, key) totals, sorted by market then key.
+fn by_key(
+    month: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    totals: &BTreeMap<(Market, i64), (i64, i128)>,
+) -> Result<RecordBatch> {
+    let n = totals.len();
+    let (mut country, mut currency, mut key, mut streams, mut amount) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (((c, cur), k), (s, a)) in totals {
+        country.push(c.as_str());
+        currency.push(cur.as_str());
+        key.push(*k);
+        streams.push(*s);
+        amount.push(minor_to_decimal(*a, cur));
+    }
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![month; n])),
+            Arc::new(StringArray::from(country)),
+            Arc::new(StringArray::from(currency)),
+            Arc::new(Int64Array::from(key)),
+            Arc::new(Int64Array::from(streams)),
+            Arc::new(money_array(amount)?),
+        ],
+    )?)
+}
+
+async fn stage(
+    cfg: &Config,
+    dataset: &str,
+    partition: &Partition,
+    schema: &arrow::datatypes::SchemaRef,
+    batch: RecordBatch,
+) -> Result<StagedPartition> {
+    let stream = Box::pin(RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::stream::iter([Ok(batch)]),
+    ));
+    Ok(write_partition(
+        &cfg.common.data_root,
+        &cfg.common.spill_dir,
+        dataset,
+        partition,
+        schema,
+        stream,
+    )
+    .await?)
+}
+
+pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
+    let common = &cfg.common;
+    let month = Month::new(cfg.month);
+    let label = month.label();
+    let pool_bytes = engine::pool_bytes(common.memory_limit.0, 128 << 20);
+    let ctx = engine::session(common, pool_bytes)?;
+    meter.engine = "datafusion".into();
+    meter.threads = common.threads;
+    meter.memory_limit_bytes = common.memory_limit.0;
+
+    let last_day = month.next.pred_opt().unwrap_or(month.first);
+    let plays = plays_partitions(cfg, &month).await?;
+    let subs = snapshot(cfg, &cfg.subscriptions, "subscriptions", last_day).await?;
+    let songs = snapshot(cfg, &cfg.songs, "songs", last_day).await?;
+    tracing::info!(month = %label, plays = plays.len(), %subs, %songs, "inputs");
+    ctx.register_parquet("subs", &subs, ParquetReadOptions::default())
+        .await?;
+    ctx.register_parquet("songs", &songs, ParquetReadOptions::default())
+        .await?;
+    let plays_df = ctx
+        .read_parquet(plays, ParquetReadOptions::default())
+        .await?;
+    ctx.register_table("plays", plays_df.into_view())?;
+
+    let pools = pools(&ctx, &month).await?;
+    let by_song = match cfg.model {
+        Model::ProRata => pro_rata(&ctx, &month, &pools).await?,
+        Model::UserCentric => user_centric(&ctx, &month).await?,
+    };
+    let catalog = catalog(&ctx).await?;
+
+    // Artists and labels: sums of their songs. A song missing from the catalog fails the run:
+    // its money would have no owner.
+    let mut by_artist = BTreeMap::new();
+    let mut by_label = BTreeMap::new();
+    let mut attributed: BTreeMap<Market, i128> = BTreeMap::new();
+    for ((market, song), (streams, amount)) in &by_song {
+        let (artist, label_id) = catalog.get(song).copied().ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "song {song} has streams but is not in the catalog {songs}"
+            ))
+        })?;
+        for (map, key) in [(&mut by_artist, artist), (&mut by_label, label_id)] {
+            let e: &mut (i64, i128) = map.entry((market.clone(), key)).or_default();
+            e.0 += streams;
+            e.1 += amount;
+        }
+        *attributed.entry(market.clone()).or_default() += amount;
+    }
+    let markets: Vec<&Market> = {
+        let mut m: Vec<&Market> = pools.keys().chain(attributed.keys()).collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    let (mut r_country, mut r_currency, mut r_pool, mut r_attr, mut r_un, mut r_diff) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for m in &markets {
+        let pool = pools.get(*m).copied().unwrap_or(0);
+        let attr = attributed.get(*m).copied().unwrap_or(0);
+        // What no stream claimed: a market without streams, subscribers who streamed nothing.
+        let unattributed = pool - attr;
+        let difference = pool - attr - unattributed;
+        r_country.push(m.0.as_str());
+        r_currency.push(m.1.as_str());
+        r_pool.push(minor_to_decimal(pool, &m.1));
+        r_attr.push(minor_to_decimal(attr, &m.1));
+        r_un.push(minor_to_decimal(unattributed, &m.1));
+        r_diff.push(minor_to_decimal(difference, &m.1));
+        if unattributed < 0 {
+            return Err(Error::Internal(format!(
+                "market {m:?}: attributed {attr} exceeds the pool {pool}"
+            )));
+        }
+    }
+    let reconciliation = RecordBatch::try_new(
+        REVENUE_RECONCILIATION.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![label.as_str(); markets.len()])),
+            Arc::new(StringArray::from(r_country)),
+            Arc::new(StringArray::from(r_currency)),
+            Arc::new(money_array(r_pool)?),
+            Arc::new(money_array(r_attr)?),
+            Arc::new(money_array(r_un)?),
+            Arc::new(money_array(r_diff)?),
+        ],
+    )?;
+
+    let partition = Partition {
+        key: "month",
+        value: label.clone(),
+    };
+    let staged = vec![
+        stage(
+            cfg,
+            "revenue_by_song",
+            &partition,
+            &REVENUE_BY_SONG,
+            by_key(&label, &REVENUE_BY_SONG, &by_song)?,
+        )
+        .await?,
+        stage(
+            cfg,
+            "revenue_by_artist",
+            &partition,
+            &REVENUE_BY_ARTIST,
+            by_key(&label, &REVENUE_BY_ARTIST, &by_artist)?,
+        )
+        .await?,
+        stage(
+            cfg,
+            "revenue_by_label",
+            &partition,
+            &REVENUE_BY_LABEL,
+            by_key(&label, &REVENUE_BY_LABEL, &by_label)?,
+        )
+        .await?,
+        stage(
+            cfg,
+            "revenue_reconciliation",
+            &partition,
+            &REVENUE_RECONCILIATION,
+            reconciliation,
+        )
+        .await?,
+    ];
+    let mut outputs = Vec::new();
+    for s in staged {
+        meter.rows_out += s.rows;
+        meter.bytes_out += s.bytes;
+        outputs.push(s.publish(&common.data_root).await?);
+    }
+    let pool_total: i128 = pools.values().sum();
+    let attributed_total: i128 = attributed.values().sum();
+    meter.set("markets", markets.len());
+    meter.set("model", format!("{:?}", cfg.model));
+    tracing::info!(markets = markets.len(), songs = by_song.len(), "attributed");
+    Ok(Outcome {
+        outputs,
+        markets: markets.len(),
+        songs: by_song.len(),
+        pool_minor_units: pool_total,
+        attributed_minor_units: attributed_total,
+    })
+}

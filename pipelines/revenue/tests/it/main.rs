@@ -1,0 +1,284 @@
+//! Integration tests of revenue on a hand-made month whose amounts are worked out by hand in
+//! the comments (pro-rating, half-even rounding, largest remainders, free users, plays outside a
+//! subscription, a market without streams). The generated-data comparison with DuckDB lives in
+//! tests/e2e/revenue_vs_duckdb.py.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    AsArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type, Schema, TimeUnit};
+use clap::Parser;
+use revenue::{Args, Outcome, run, subscription_revenue};
+use streampulse_core::run_record::RunMeter;
+
+fn write(path: &Path, batch: RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn day(d: &str) -> i32 {
+    let d = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
+}
+
+/// (subscription, user, country, currency, price in major units x 1e6, start, end)
+type Sub = (
+    i64,
+    i64,
+    &'static str,
+    &'static str,
+    i128,
+    &'static str,
+    Option<&'static str>,
+);
+/// (user, song, played_at, ms_played)
+type Play = (i64, i64, &'static str, i32);
+
+const SUBS: [Sub; 5] = [
+    (1, 1, "US", "USD", 9_990_000, "2026-01-01", None), // whole month: 999 cents
+    (2, 2, "US", "USD", 9_990_000, "2026-11-16", None), // 15 of 30 days: 499.5 -> 500 (half even)
+    (
+        3,
+        3,
+        "JP",
+        "JPY",
+        980_000_000,
+        "2025-06-01",
+        Some("2026-11-11"),
+    ), // 10 days: 326.67 -> 327 yen
+    (4, 4, "US", "USD", 0, "2026-01-01", None),         // free: its plays do not count
+    (5, 5, "DE", "EUR", 10_990_000, "2026-01-01", None), // 1099 cents, no streams at all
+];
+
+const PLAYS: [Play; 9] = [
+    (1, 10, "2026-11-05T10:00:00Z", 200_000),
+    (1, 10, "2026-11-05T11:00:00Z", 31_000),
+    (1, 20, "2026-11-05T12:00:00Z", 60_000),
+    (1, 30, "2026-11-05T13:00:00Z", 29_999), // not a stream
+    (2, 10, "2026-11-10T10:00:00Z", 60_000), // before user 2's subscription
+    (2, 30, "2026-11-20T10:00:00Z", 60_000),
+    (3, 30, "2026-11-05T10:00:00Z", 60_000),
+    (3, 30, "2026-11-15T10:00:00Z", 60_000), // after user 3's subscription ended
+    (4, 10, "2026-11-05T10:00:00Z", 60_000), // free user
+];
+
+fn month(root: &Path) {
+    let subs = RecordBatch::try_new(
+        streampulse_core::schema::SUBSCRIPTIONS.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(SUBS.iter().map(|s| s.0))),
+            Arc::new(Int64Array::from_iter_values(SUBS.iter().map(|s| s.1))),
+            Arc::new(StringArray::from_iter_values(
+                SUBS.iter()
+                    .map(|s| if s.4 == 0 { "free" } else { "premium" }),
+            )),
+            Arc::new(StringArray::from_iter_values(SUBS.iter().map(|s| s.2))),
+            Arc::new(StringArray::from_iter_values(SUBS.iter().map(|s| s.3))),
+            Arc::new(
+                Decimal128Array::from_iter_values(SUBS.iter().map(|s| s.4))
+                    .with_precision_and_scale(18, 6)
+                    .unwrap(),
+            ),
+            Arc::new(Date32Array::from_iter_values(SUBS.iter().map(|s| day(s.5)))),
+            Arc::new(Date32Array::from(
+                SUBS.iter().map(|s| s.6.map(day)).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    write(
+        &root.join("subscriptions/date=2026-11-30/part-0.parquet"),
+        subs,
+    );
+    let songs = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("song_id", DataType::Int64, false),
+            Field::new("artist_id", DataType::Int64, false),
+            Field::new("label_id", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![10, 20, 30])),
+            Arc::new(Int64Array::from(vec![1, 1, 2])),
+            Arc::new(Int64Array::from(vec![100, 100, 200])),
+        ],
+    )
+    .unwrap();
+    write(&root.join("songs/date=2026-11-30/part-0.parquet"), songs);
+    let mut by_day: BTreeMap<&str, Vec<&Play>> = BTreeMap::new();
+    for p in &PLAYS {
+        by_day.entry(&p.2[..10]).or_default().push(p);
+    }
+    for (d, plays) in by_day {
+        let ts = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Int64, false),
+                Field::new("song_id", DataType::Int64, false),
+                Field::new(
+                    "played_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                ),
+                Field::new("ms_played", DataType::Int32, false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from_iter_values(plays.iter().map(|p| p.0))),
+                Arc::new(Int64Array::from_iter_values(plays.iter().map(|p| p.1))),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(plays.iter().map(|p| ts(p.2)))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int32Array::from_iter_values(plays.iter().map(|p| p.3))),
+            ],
+        )
+        .unwrap();
+        write(&root.join(format!("plays/date={d}/part-0.parquet")), batch);
+    }
+}
+
+async fn attribute(root: &Path, model: &str) -> Outcome {
+    let argv = [
+        "revenue",
+        "--month",
+        "2026-11",
+        "--model",
+        model,
+        "--data-root",
+        &root.display().to_string(),
+        "--threads",
+        "2",
+    ];
+    let cfg = Args::try_parse_from(argv).unwrap().validate().unwrap();
+    run(&cfg, &mut RunMeter::start("revenue", "2026-11"))
+        .await
+        .unwrap()
+}
+
+/// (country, key) -> (streams, amount in minor units) of a revenue_by_* output.
+fn amounts(root: &Path, dataset: &str) -> BTreeMap<(String, i64), (i64, i128)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(root.join(format!("{dataset}/month=2026-11"))).unwrap() {
+        let file = std::fs::File::open(e.unwrap().path()).unwrap();
+        for b in
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap()
+        {
+            let b = b.unwrap();
+            let (country, currency) = (
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_string::<i32>(),
+            );
+            let (key, streams) = (
+                b.column(3).as_primitive::<Int64Type>(),
+                b.column(4).as_primitive::<Int64Type>(),
+            );
+            let amount = b.column(5).as_primitive::<Decimal128Type>();
+            for i in 0..b.num_rows() {
+                let unit =
+                    10i128.pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)));
+                out.insert(
+                    (country.value(i).to_string(), key.value(i)),
+                    (streams.value(i), amount.value(i) / unit),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn reconciliation(root: &Path) -> BTreeMap<String, [i128; 4]> {
+    let mut out = BTreeMap::new();
+    let file =
+        std::fs::File::open(root.join("revenue_reconciliation/month=2026-11/part-0.parquet"))
+            .unwrap();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap() {
+        let b = b.unwrap();
+        let (country, currency) = (
+            b.column(1).as_string::<i32>(),
+            b.column(2).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let unit =
+                10i128.pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)));
+            let v = |c: usize| b.column(c).as_primitive::<Decimal128Type>().value(i) / unit;
+            out.insert(country.value(i).to_string(), [v(3), v(4), v(5), v(6)]);
+        }
+    }
+    out
+}
+
+fn key(c: &str, k: i64) -> (String, i64) {
+    (c.to_string(), k)
+}
+
+#[test]
+fn revenue_is_pro_rated_and_rounded_half_to_even() {
+    assert_eq!(subscription_revenue(9_990_000, "USD", 30, 30), 999);
+    assert_eq!(subscription_revenue(9_990_000, "USD", 15, 30), 500);
+    assert_eq!(subscription_revenue(9_970_000, "USD", 15, 30), 498); // 498.5 -> 498
+    assert_eq!(subscription_revenue(980_000_000, "JPY", 10, 30), 327);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pro_rata_splits_each_market_pool_by_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    month(dir.path());
+    let o = attribute(dir.path(), "pro-rata").await;
+    assert_eq!(o.markets, 3);
+    // US pool 999 + 500 = 1499 over streams 10:2, 20:1, 30:1 -> floors 749, 374, 374 (1497);
+    // the 2 cents left go to the largest remainders (3/4 each): songs 20 and 30.
+    let songs = amounts(dir.path(), "revenue_by_song");
+    assert_eq!(songs[&key("US", 10)], (2, 749));
+    assert_eq!(songs[&key("US", 20)], (1, 375));
+    assert_eq!(songs[&key("US", 30)], (1, 375));
+    assert_eq!(songs[&key("JP", 30)], (1, 327));
+    assert_eq!(songs.len(), 4);
+    let artists = amounts(dir.path(), "revenue_by_artist");
+    assert_eq!(artists[&key("US", 1)], (3, 1124));
+    assert_eq!(artists[&key("US", 2)], (1, 375));
+    let labels = amounts(dir.path(), "revenue_by_label");
+    assert_eq!(labels[&key("JP", 200)], (1, 327));
+    // DE has a pool and no streams: all of it unattributed. Every difference is 0.
+    let rec = reconciliation(dir.path());
+    assert_eq!(rec["US"], [1499, 1499, 0, 0]);
+    assert_eq!(rec["JP"], [327, 327, 0, 0]);
+    assert_eq!(rec["DE"], [1099, 0, 1099, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_centric_splits_each_subscription_over_its_songs() {
+    let dir = tempfile::tempdir().unwrap();
+    month(dir.path());
+    attribute(dir.path(), "user-centric").await;
+    // Subscription 1 (999): songs 10 x2, 20 x1 -> 666 + 333. Subscription 2 (500): song 30.
+    let songs = amounts(dir.path(), "revenue_by_song");
+    assert_eq!(songs[&key("US", 10)], (2, 666));
+    assert_eq!(songs[&key("US", 20)], (1, 333));
+    assert_eq!(songs[&key("US", 30)], (1, 500));
+    assert_eq!(songs[&key("JP", 30)], (1, 327));
+    let rec = reconciliation(dir.path());
+    assert_eq!(rec["US"], [1499, 1499, 0, 0]);
+    assert_eq!(rec["DE"], [1099, 0, 1099, 0]);
+    // A rerun writes the same bytes.
+    let path = dir
+        .path()
+        .join("revenue_by_song/month=2026-11/part-0.parquet");
+    let before = std::fs::read(&path).unwrap();
+    attribute(dir.path(), "user-centric").await;
+    assert!(before == std::fs::read(&path).unwrap());
+}
