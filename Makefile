@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab bench-recommend lint fmt clean
+.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab bench-recommend bench-revenue lint fmt clean
 
 all: build
 
@@ -50,7 +50,7 @@ test-e2e: build
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN)
 
-bench: bench-play-counts bench-ab bench-recommend
+bench: bench-play-counts bench-ab bench-recommend bench-revenue
 
 bench-play-counts: build
 	bench/play_counts.sh
@@ -60,6 +60,9 @@ bench-ab: build
 
 bench-recommend: build
 	bench/recommend.sh
+
+bench-revenue: build
+	bench/revenue.sh
 
 lint:
 	cargo fmt --all --check
