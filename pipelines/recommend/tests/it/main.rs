@@ -342,3 +342,45 @@ async fn unusable_vectors_are_rejected_and_ties_go_to_the_smaller_song() {
     assert_eq!(got[&2], vec![(1, 10, -1.0), (2, 20, -1.0)]);
     assert_eq!(got.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_users_with_exclusions_are_sorted_first_and_give_the_same_rows() {
+    let sorted = tempfile::tempdir().unwrap();
+    generated(sorted.path(), 1_000, 500, 20_000);
+    recommend(sorted.path(), &["--k", "10", "--exclude-days", "1"])
+        .await
+        .unwrap();
+    let want = recommendations(sorted.path());
+
+    // The same users in reverse order (plays and songs as they were).
+    let unsorted = tempfile::tempdir().unwrap();
+    for dataset in ["song_embeddings", "plays"] {
+        let from = sorted.path().join(format!("{dataset}/date={DATE}"));
+        let to = unsorted.path().join(format!("{dataset}/date={DATE}"));
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let mut users = read_dir_batches(&sorted.path().join(format!("user_features/date={DATE}")));
+    users.reverse();
+    let users: Vec<RecordBatch> = users
+        .iter()
+        .map(|b| {
+            let idx = arrow::array::UInt32Array::from_iter_values((0..b.num_rows() as u32).rev());
+            arrow::compute::take_record_batch(b, &idx).unwrap()
+        })
+        .collect();
+    let all = arrow::compute::concat_batches(&users[0].schema(), &users).unwrap();
+    write(
+        &unsorted
+            .path()
+            .join(format!("user_features/date={DATE}/part-0.parquet")),
+        &all,
+    );
+    recommend(unsorted.path(), &["--k", "10", "--exclude-days", "1"])
+        .await
+        .unwrap();
+    assert_eq!(recommendations(unsorted.path()), want);
+}
