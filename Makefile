@@ -30,6 +30,8 @@ run: build
 	$(BIN)/recommend --date $(DEMO_DATE) --data-root $(DATA)
 	@echo "== revenue $$(echo $(DEMO_DATE) | cut -c1-7) (the month so far)"
 	$(BIN)/revenue --month $$(echo $(DEMO_DATE) | cut -c1-7) --data-root $(DATA)
+	@echo "== audit (capacity report from the run records)"
+	$(BIN)/audit --data-root $(DATA)
 	@echo
 	@echo "Outputs under $(DATA):"
 	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' -o -path '*month=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'

@@ -541,6 +541,16 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .await?;
     ctx.register_table("plays", plays_df.into_view())?;
 
+    // Rows in = the plays read (from the Parquet footers: no scan).
+    let counted = ctx
+        .sql("SELECT COUNT(*) FROM plays")
+        .await?
+        .collect()
+        .await?;
+    meter.rows_in = counted
+        .first()
+        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
+        .unwrap_or(0);
     let pools = pools(&ctx, &month).await?;
     let by_song = match cfg.model {
         Model::ProRata => pro_rata(&ctx, &month, &pools).await?,

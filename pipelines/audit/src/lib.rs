@@ -1,0 +1,454 @@
+//! `audit`: the capacity report, from measurements. Reads the run records every pipeline writes
+//! (`<root>/runs/<pipeline>/*.json`), and per pipeline reports its bottleneck, data size, runtime
+//! and peak memory, projects them at `--growth` a year for `--years` years against a target
+//! machine and batch window, and grades the risk.
+//!
+//! Projections come from the runs themselves: when a pipeline has successful runs at two or more
+//! input sizes, runtime and peak memory are fitted by least squares against rows in (the fit and
+//! its R² are reported); with a single size, runtime is scaled in proportion to the input and
+//! memory is held at its measured peak (these pipelines bound memory by `--memory-limit`), and the
+//! report says so.
+
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use streampulse_core::config::{ByteSize, CommonArgs, CommonConfig};
+use streampulse_core::exit::{EXIT_CODES_HELP, ExitCode};
+use streampulse_core::location::DataRoot;
+use streampulse_core::run_record::{RunMeter, RunRecord};
+
+pub const PIPELINE: &str = "audit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] streampulse_core::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Core(e) => e.exit_code(),
+            Error::Config(_) => ExitCode::Usage,
+        }
+    }
+}
+
+impl streampulse_core::runner::ExitStatus for Error {
+    fn exit_code(&self) -> ExitCode {
+        Error::exit_code(self)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn parse_hours(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('h')
+        .parse()
+        .map_err(|_| format!("expected hours like 6h, got {s:?}"))?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err("the window must be positive".into())
+    }
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = PIPELINE, version, about = "Capacity report from the pipelines' run records", after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// Yearly growth of the data.
+    #[arg(long, env = "SP_GROWTH", default_value_t = 0.30)]
+    pub growth: f64,
+
+    /// Years to project.
+    #[arg(long, env = "SP_YEARS", default_value_t = 5)]
+    pub years: u32,
+
+    /// Memory of the machine the pipelines must fit on.
+    #[arg(long, env = "SP_MACHINE_MEMORY", default_value = "64GiB")]
+    pub machine_memory: ByteSize,
+
+    /// Cores of that machine.
+    #[arg(long, env = "SP_MACHINE_CORES", default_value_t = 16)]
+    pub machine_cores: usize,
+
+    /// The nightly batch window, in hours.
+    #[arg(long, env = "SP_BATCH_WINDOW", default_value = "6h", value_parser = parse_hours)]
+    pub batch_window: f64,
+
+    /// Where the report goes (default: `<data root>/reports/audit/`).
+    #[arg(long, env = "SP_AUDIT_OUT")]
+    pub out_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub growth: f64,
+    pub years: u32,
+    pub machine: Machine,
+    pub out_dir: Option<PathBuf>,
+    pub common: CommonConfig,
+}
+
+impl Args {
+    pub fn validate(&self) -> Result<Config> {
+        if !(0.0..=10.0).contains(&self.growth) || self.years == 0 || self.machine_cores == 0 {
+            return Err(Error::Config(
+                "--growth must be within [0, 10], --years and --machine-cores at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            growth: self.growth,
+            years: self.years,
+            machine: Machine {
+                memory_bytes: self.machine_memory.0,
+                cores: self.machine_cores,
+                window_seconds: self.batch_window * 3600.0,
+            },
+            out_dir: self.out_dir.clone(),
+            common: self.common.validate()?,
+        })
+    }
+}
+
+/// The machine and window the pipelines must fit.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Machine {
+    pub memory_bytes: u64,
+    pub cores: usize,
+    pub window_seconds: f64,
+}
+
+/// `y = intercept + slope x`, least squares.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Fit {
+    pub intercept: f64,
+    pub slope: f64,
+    /// Coefficient of determination (1 = the points lie on the line).
+    pub r2: f64,
+    /// Largest relative error of the fit on the points it was fitted to.
+    pub max_rel_error: f64,
+    pub points: usize,
+}
+
+impl Fit {
+    pub fn at(&self, x: f64) -> f64 {
+        self.intercept + self.slope * x
+    }
+}
+
+/// Least-squares line through `points`; `None` with fewer than two distinct x.
+pub fn fit(points: &[(f64, f64)]) -> Option<Fit> {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if points.len() < 2 || sxx <= 0.0 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = sxy / sxx;
+    let intercept = my - slope * mx;
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    let sse: f64 = points
+        .iter()
+        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
+        .sum();
+    let max_rel_error = points
+        .iter()
+        .map(|p| ((intercept + slope * p.0 - p.1) / p.1.abs().max(1e-12)).abs())
+        .fold(0.0, f64::max);
+    Some(Fit {
+        intercept,
+        slope,
+        r2: if syy > 0.0 { 1.0 - sse / syy } else { 1.0 },
+        max_rel_error,
+        points: points.len(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Risk {
+    Low,
+    High,
+    Critical,
+}
+
+impl std::fmt::Display for Risk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Risk::Low => "LOW",
+            Risk::High => "HIGH",
+            Risk::Critical => "CRITICAL",
+        })
+    }
+}
+
+/// One year of a projection.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Projection {
+    pub year: u32,
+    pub rows_in: f64,
+    /// On the target machine (CPU-bound work scaled from the measured threads to its cores).
+    pub runtime_seconds: f64,
+    pub peak_memory_bytes: f64,
+}
+
+/// The audit of one pipeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineAudit {
+    pub pipeline: String,
+    pub runs: usize,
+    /// The latest successful run.
+    pub latest: RunRecord,
+    pub bottleneck: &'static str,
+    pub cpu_utilisation: f64,
+    pub time_fit: Option<Fit>,
+    pub memory_fit: Option<Fit>,
+    /// How the projection was made, in words.
+    pub method: String,
+    pub projections: Vec<Projection>,
+    pub risk: Risk,
+    /// When the pipeline first exceeds the machine's memory or the window, or that it never
+    /// does within the horizon.
+    pub verdict: String,
+}
+
+/// What the run was waiting for: memory when its peak is over half the host's RAM, CPU when its
+/// threads were busy most of the time, else I/O (reading, writing, waiting on services).
+pub fn bottleneck(r: &RunRecord) -> (&'static str, f64) {
+    let threads = r.threads.max(1).min(r.host_cores.max(1)) as f64;
+    let utilisation = r.cpu_seconds / (r.wall_seconds.max(1e-9) * threads);
+    let memory_share = r.peak_rss_bytes as f64 / r.host_memory_bytes.max(1) as f64;
+    let b = if memory_share > 0.5 {
+        "memory"
+    } else if utilisation >= 0.6 {
+        "CPU"
+    } else {
+        "I/O"
+    };
+    (b, utilisation)
+}
+
+/// The size of a run's data: rows in, or rows out for a generator (which reads nothing).
+pub fn data_size(r: &RunRecord) -> f64 {
+    if r.rows_in > 0 {
+        r.rows_in as f64
+    } else {
+        r.rows_out as f64
+    }
+}
+
+/// Audits one pipeline from its successful runs (any order).
+pub fn audit_pipeline(
+    name: &str,
+    runs: &[RunRecord],
+    machine: &Machine,
+    growth: f64,
+    years: u32,
+) -> Option<PipelineAudit> {
+    let mut ok: Vec<&RunRecord> = runs.iter().filter(|r| r.exit_code == 0).collect();
+    ok.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
+    let latest = (*ok.last()?).clone();
+    let (bottleneck, utilisation) = bottleneck(&latest);
+    let time_points: Vec<(f64, f64)> = ok.iter().map(|r| (data_size(r), r.wall_seconds)).collect();
+    let mem_points: Vec<(f64, f64)> = ok
+        .iter()
+        .map(|r| (data_size(r), r.peak_rss_bytes as f64))
+        .collect();
+    let (time_fit, memory_fit) = (fit(&time_points), fit(&mem_points));
+    let base_rows = data_size(&latest);
+    // CPU-bound work spreads over the target's cores; the rest does not speed up.
+    let speedup = if bottleneck == "CPU" {
+        machine.cores as f64 / latest.threads.max(1) as f64
+    } else {
+        1.0
+    };
+    let method = match (&time_fit, &memory_fit) {
+        (Some(t), Some(_)) => format!(
+            "fitted on {} runs at different input sizes (runtime R² {:.3})",
+            t.points, t.r2
+        ),
+        _ => "one input size measured: runtime scaled with the input, memory held at its measured \
+              peak (bounded by --memory-limit); run at more scales to fit"
+            .to_string(),
+    };
+    let at = |rows: f64| -> (f64, f64) {
+        let wall = match &time_fit {
+            Some(f) => f.at(rows).max(0.0),
+            None => latest.wall_seconds * rows / base_rows.max(1.0),
+        };
+        let memory = match &memory_fit {
+            Some(f) => f.at(rows).max(0.0),
+            None => latest.peak_rss_bytes as f64,
+        };
+        (wall / speedup, memory)
+    };
+    let projections: Vec<Projection> = (0..=years)
+        .map(|y| {
+            let rows = base_rows * (1.0 + growth).powi(y as i32);
+            let (runtime_seconds, peak_memory_bytes) = at(rows);
+            Projection {
+                year: y,
+                rows_in: rows,
+                runtime_seconds,
+                peak_memory_bytes,
+            }
+        })
+        .collect();
+    let exceeds = |p: &Projection| {
+        p.peak_memory_bytes > machine.memory_bytes as f64
+            || p.runtime_seconds > machine.window_seconds
+    };
+    let first_over = projections.iter().find(|p| exceeds(p));
+    let near = projections.iter().take(2).any(|p| {
+        p.peak_memory_bytes > 0.75 * machine.memory_bytes as f64
+            || p.runtime_seconds > 0.75 * machine.window_seconds
+    });
+    let risk = match first_over {
+        Some(p) if p.year <= 1 => Risk::Critical,
+        Some(_) => Risk::High,
+        None if near => Risk::High,
+        None => Risk::Low,
+    };
+    let verdict = match first_over {
+        Some(p) => {
+            let what = if p.peak_memory_bytes > machine.memory_bytes as f64 {
+                "exceeds the machine's memory"
+            } else {
+                "misses the batch window"
+            };
+            if p.year == 0 {
+                format!("{what} today")
+            } else {
+                format!("{what} in year {}", p.year)
+            }
+        }
+        None => format!("fits the machine and the window for all {years} years"),
+    };
+    Some(PipelineAudit {
+        pipeline: name.to_string(),
+        runs: ok.len(),
+        latest,
+        bottleneck,
+        cpu_utilisation: utilisation,
+        time_fit,
+        memory_fit,
+        method,
+        projections,
+        risk,
+        verdict,
+    })
+}
+
+/// Every run record under `<root>/runs/`, by pipeline (unreadable files are skipped, logged).
+pub fn read_runs(root: &std::path::Path) -> Result<BTreeMap<String, Vec<RunRecord>>> {
+    let mut out: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
+    let dir = root.join("runs");
+    let Ok(pipelines) = std::fs::read_dir(&dir) else {
+        return Err(Error::Core(streampulse_core::Error::InputMissing(format!(
+            "no run records under {}",
+            dir.display()
+        ))));
+    };
+    for p in pipelines.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if name == PIPELINE || !p.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(p.path())
+            .map_err(|e| streampulse_core::Error::io(p.path(), e))?
+            .flatten()
+        {
+            let path = f.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<RunRecord>(&b)) {
+                Ok(Ok(r)) => out.entry(name.clone()).or_default().push(r),
+                _ => tracing::warn!(file = %path.display(), "not a run record, skipped"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub outputs: Vec<String>,
+    pub pipelines: Vec<(String, Risk)>,
+}
+
+pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
+    let DataRoot::Local(root) = &cfg.common.data_root else {
+        return Err(Error::Config(
+            "audit reads run records from a local --data-root".into(),
+        ));
+    };
+    let runs = read_runs(root)?;
+    let audits: Vec<PipelineAudit> = runs
+        .iter()
+        .filter_map(|(name, records)| {
+            audit_pipeline(name, records, &cfg.machine, cfg.growth, cfg.years)
+        })
+        .collect();
+    meter.rows_in = runs.values().map(|r| r.len() as u64).sum();
+    meter.rows_out = audits.len() as u64;
+    meter.engine = "none".into();
+    let doc = report::Document {
+        growth: cfg.growth,
+        years: cfg.years,
+        machine: cfg.machine,
+        pipelines: audits,
+    };
+    let out_dir = cfg
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| root.join("reports/audit"));
+    let mut outputs = Vec::new();
+    for (name, bytes) in [
+        ("audit.md", report::markdown(&doc).into_bytes()),
+        ("audit.html", report::html(&doc).into_bytes()),
+        (
+            "audit.json",
+            report::json(&doc).map_err(streampulse_core::Error::from)?,
+        ),
+    ] {
+        let path = out_dir.join(name);
+        streampulse_core::location::write_atomic(&path, &bytes)?;
+        outputs.push(path.display().to_string());
+    }
+    print!("{}", report::markdown(&doc));
+    Ok(Outcome {
+        outputs,
+        pipelines: doc
+            .pipelines
+            .iter()
+            .map(|p| (p.pipeline.clone(), p.risk))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_recovers_a_line_and_reports_its_quality() {
+        let f = fit(&[(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)]).unwrap();
+        assert!((f.slope - 2.0).abs() < 1e-12 && (f.intercept - 1.0).abs() < 1e-12);
+        assert!((f.r2 - 1.0).abs() < 1e-12 && f.max_rel_error < 1e-12);
+        assert!(fit(&[(1.0, 3.0), (1.0, 4.0)]).is_none());
+    }
+}

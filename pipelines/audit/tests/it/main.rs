@@ -1,0 +1,104 @@
+//! Integration tests of audit on hand-written run records whose projections are known.
+
+use std::path::Path;
+
+use audit::{Args, Risk, run};
+use clap::Parser;
+use streampulse_core::run_record::RunMeter;
+
+const GIB: u64 = 1 << 30;
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    root: &Path,
+    pipeline: &str,
+    n: usize,
+    rows: u64,
+    wall: f64,
+    cpu: f64,
+    rss: u64,
+    threads: usize,
+) {
+    let r = serde_json::json!({
+        "pipeline": pipeline, "run_id": format!("r{n}"), "logical_date": "2026-11-26", "status": "succeeded",
+        "exit_code": 0, "started_at": format!("2026-11-2{n}T00:00:00Z"), "rows_in": rows, "rows_out": 1,
+        "rows_rejected": 0, "bytes_in": 0, "bytes_out": 0, "wall_seconds": wall, "cpu_seconds": cpu,
+        "peak_rss_bytes": rss, "engine": "datafusion", "threads": threads, "memory_limit_bytes": 0,
+        "host_cores": 16, "host_memory_bytes": 64 * GIB,
+    });
+    let dir = root.join("runs").join(pipeline);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("2026-11-26-r{n}.json")), r.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn projections_fit_the_runs_and_grade_the_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Linear in the input, memory bounded: fits everywhere for 5 years.
+    for (n, rows) in [(1, 1_000_000u64), (2, 2_000_000), (3, 4_000_000)] {
+        record(
+            root,
+            "steady",
+            n,
+            rows,
+            10.0 * rows as f64 / 1e6,
+            8.0 * rows as f64 / 1e6,
+            GIB,
+            16,
+        );
+    }
+    // 50 GiB today: over 75 % of 64 GiB, so HIGH although it still fits.
+    record(root, "hungry", 1, 1_000_000, 60.0, 30.0, 50 * GIB, 16);
+    // CPU-bound, 5 h on 8 threads -> 2.5 h on 16 cores, x1.3 a year: past 6 h in year 4.
+    record(
+        root,
+        "slow",
+        1,
+        1_000_000,
+        5.0 * 3600.0,
+        5.0 * 3600.0 * 7.5,
+        4 * GIB,
+        8,
+    );
+    // Over the machine's memory today.
+    record(root, "doomed", 1, 1_000_000, 60.0, 60.0, 70 * GIB, 16);
+    let argv = ["audit", "--data-root", &root.display().to_string()];
+    let cfg = Args::try_parse_from(argv).unwrap().validate().unwrap();
+    let outcome = run(&cfg, &mut RunMeter::start("audit", "latest"))
+        .await
+        .unwrap();
+    let risk: std::collections::BTreeMap<String, Risk> = outcome.pipelines.into_iter().collect();
+    assert_eq!(risk["steady"], Risk::Low);
+    assert_eq!(risk["hungry"], Risk::High);
+    assert_eq!(risk["slow"], Risk::High);
+    assert_eq!(risk["doomed"], Risk::Critical);
+
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("reports/audit/audit.json")).unwrap())
+            .unwrap();
+    let pipeline = |name: &str| {
+        doc["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pipeline"] == name)
+            .unwrap()
+            .clone()
+    };
+    let steady = pipeline("steady");
+    assert!((steady["time_fit"]["slope"].as_f64().unwrap() - 1e-5).abs() < 1e-12);
+    assert!((steady["time_fit"]["r2"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert_eq!(steady["bottleneck"], "I/O");
+    let slow = pipeline("slow");
+    assert_eq!(slow["bottleneck"], "CPU");
+    assert_eq!(slow["verdict"], "misses the batch window in year 4");
+    assert_eq!(
+        pipeline("doomed")["verdict"],
+        "exceeds the machine's memory today"
+    );
+    let html = std::fs::read_to_string(root.join("reports/audit/audit.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("CRITICAL"));
+    let md = std::fs::read_to_string(root.join("reports/audit/audit.md")).unwrap();
+    assert!(md.contains("| slow | CPU"));
+}
