@@ -50,7 +50,8 @@ test-e2e: build
 	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN)
+	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
 
 bench: bench-play-counts bench-ab bench-recommend bench-revenue
 

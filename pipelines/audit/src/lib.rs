@@ -81,6 +81,25 @@ pub struct Args {
     #[arg(long, env = "SP_BATCH_WINDOW", default_value = "6h", value_parser = parse_hours)]
     pub batch_window: f64,
 
+    /// First measure: generate data at several scales with datagen, run every batch pipeline on
+    /// each (the binaries beside this one), and fit the projections on those runs too. The
+    /// calibration data and its run records stay under `<data root>/calibration/`.
+    #[arg(long, env = "SP_CALIBRATE")]
+    pub calibrate: bool,
+
+    /// Plays of the smallest calibration day; users, songs and experiment sizes follow.
+    #[arg(long, env = "SP_CALIBRATE_PLAYS", default_value_t = 1_000_000)]
+    pub calibrate_plays: u64,
+
+    /// Multiples of `--calibrate-plays` to measure.
+    #[arg(
+        long,
+        env = "SP_CALIBRATE_SCALES",
+        value_delimiter = ',',
+        default_value = "1,2,4"
+    )]
+    pub calibrate_scales: Vec<u64>,
+
     /// Where the report goes (default: `<data root>/reports/audit/`).
     #[arg(long, env = "SP_AUDIT_OUT")]
     pub out_dir: Option<PathBuf>,
@@ -91,6 +110,7 @@ pub struct Args {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub calibrate: Option<(u64, Vec<u64>)>,
     pub growth: f64,
     pub years: u32,
     pub machine: Machine,
@@ -105,7 +125,15 @@ impl Args {
                 "--growth must be within [0, 10], --years and --machine-cores at least 1".into(),
             ));
         }
+        if self.calibrate && (self.calibrate_scales.is_empty() || self.calibrate_plays == 0) {
+            return Err(Error::Config(
+                "--calibrate needs --calibrate-plays and scales".into(),
+            ));
+        }
         Ok(Config {
+            calibrate: self
+                .calibrate
+                .then(|| (self.calibrate_plays, self.calibrate_scales.clone())),
             growth: self.growth,
             years: self.years,
             machine: Machine {
@@ -253,13 +281,23 @@ pub fn data_size(r: &RunRecord) -> f64 {
 pub fn audit_pipeline(
     name: &str,
     runs: &[RunRecord],
+    calibration: &[RunRecord],
     machine: &Machine,
     growth: f64,
     years: u32,
 ) -> Option<PipelineAudit> {
     let mut ok: Vec<&RunRecord> = runs.iter().filter(|r| r.exit_code == 0).collect();
     ok.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
-    let latest = (*ok.last()?).clone();
+    let calibrated: Vec<&RunRecord> = calibration.iter().filter(|r| r.exit_code == 0).collect();
+    // The baseline is the latest production run; without one, the largest calibration run.
+    let latest = match ok.last() {
+        Some(r) => (*r).clone(),
+        None => (*calibrated
+            .iter()
+            .max_by(|a, b| data_size(a).total_cmp(&data_size(b)))?)
+        .clone(),
+    };
+    ok.extend(calibrated);
     let (bottleneck, utilisation) = bottleneck(&latest);
     let time_points: Vec<(f64, f64)> = ok.iter().map(|r| (data_size(r), r.wall_seconds)).collect();
     let mem_points: Vec<(f64, f64)> = ok
@@ -275,9 +313,19 @@ pub fn audit_pipeline(
         1.0
     };
     let method = match (&time_fit, &memory_fit) {
-        (Some(t), Some(_)) => format!(
-            "fitted on {} runs at different input sizes (runtime R² {:.3})",
-            t.points, t.r2
+        (Some(t), Some(m)) => format!(
+            "fitted on {} runs at different input sizes{}: runtime R² {:.3} (largest error {:.0} %), \
+             memory R² {:.3} (largest error {:.0} %)",
+            t.points,
+            if calibration.is_empty() {
+                ""
+            } else {
+                ", calibration included"
+            },
+            t.r2,
+            100.0 * t.max_rel_error,
+            m.r2,
+            100.0 * m.max_rel_error
         ),
         _ => "one input size measured: runtime scaled with the input, memory held at its measured \
               peak (bounded by --memory-limit); run at more scales to fit"
@@ -383,6 +431,90 @@ pub fn read_runs(root: &std::path::Path) -> Result<BTreeMap<String, Vec<RunRecor
     Ok(out)
 }
 
+/// The calibration date: any fixed date works, the data is generated for it.
+const CALIBRATION_DATE: &str = "2026-11-26";
+
+/// Runs datagen and every batch pipeline at each scale, all writing their run records under
+/// `<root>/calibration/runs/`. The binaries are the ones installed beside this one.
+fn calibrate(
+    root: &std::path::Path,
+    common: &CommonConfig,
+    plays: u64,
+    scales: &[u64],
+) -> Result<()> {
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .ok_or_else(|| Error::Config("cannot locate the pipeline binaries".into()))?;
+    let calibration = root.join("calibration");
+    let threads = common.threads.to_string();
+    for &scale in scales {
+        let n = plays * scale;
+        let data = calibration.join(format!("scale-{scale}"));
+        let data_arg = data.display().to_string();
+        let mut steps: Vec<(&str, Vec<String>)> = vec![(
+            "datagen",
+            vec![
+                "--plays".into(),
+                n.to_string(),
+                "--users".into(),
+                (n / 10).max(1000).to_string(),
+                "--songs".into(),
+                (n / 200).max(1000).to_string(),
+                "--experiment-users".into(),
+                (n / 4).max(1000).to_string(),
+            ],
+        )];
+        for p in ["play-counts", "recommend", "ab-analytics"] {
+            steps.push((p, vec![]));
+        }
+        steps.push((
+            "revenue",
+            vec!["--month".into(), CALIBRATION_DATE[..7].into()],
+        ));
+        for (binary, extra) in steps {
+            let mut cmd = std::process::Command::new(bin_dir.join(binary));
+            if binary != "revenue" {
+                cmd.args(["--date", CALIBRATION_DATE]);
+            }
+            cmd.args(&extra)
+                .args(["--data-root", &data_arg, "--threads", &threads])
+                .arg("--spill-dir")
+                .arg(&common.spill_dir)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null());
+            tracing::info!(binary, scale, plays = n, "calibration run");
+            let status = cmd
+                .status()
+                .map_err(|e| streampulse_core::Error::io(bin_dir.join(binary), e))?;
+            if !status.success() {
+                return Err(Error::Core(streampulse_core::Error::Internal(format!(
+                    "calibration: {binary} at scale {scale} exited with {status}"
+                ))));
+            }
+        }
+        // Gather this scale's run records with the others.
+        let from = data.join("runs");
+        for entry in std::fs::read_dir(&from)
+            .map_err(|e| streampulse_core::Error::io(&from, e))?
+            .flatten()
+        {
+            let to = calibration.join("runs").join(entry.file_name());
+            std::fs::create_dir_all(&to).map_err(|e| streampulse_core::Error::io(&to, e))?;
+            for f in std::fs::read_dir(entry.path())
+                .map_err(|e| streampulse_core::Error::io(entry.path(), e))?
+                .flatten()
+            {
+                std::fs::rename(f.path(), to.join(f.file_name()))
+                    .map_err(|e| streampulse_core::Error::io(f.path(), e))?;
+            }
+        }
+        // The generated data is only needed for the runs.
+        std::fs::remove_dir_all(&data).map_err(|e| streampulse_core::Error::io(&data, e))?;
+    }
+    Ok(())
+}
+
 /// What a run produced.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
@@ -396,11 +528,29 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "audit reads run records from a local --data-root".into(),
         ));
     };
-    let runs = read_runs(root)?;
-    let audits: Vec<PipelineAudit> = runs
-        .iter()
-        .filter_map(|(name, records)| {
-            audit_pipeline(name, records, &cfg.machine, cfg.growth, cfg.years)
+    if let Some((plays, scales)) = &cfg.calibrate {
+        calibrate(root, &cfg.common, *plays, scales)?;
+    }
+    let runs = match read_runs(root) {
+        Ok(r) => r,
+        Err(_) if cfg.calibrate.is_some() => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
+    let calibration = read_runs(&root.join("calibration")).unwrap_or_default();
+    let names: std::collections::BTreeSet<&String> =
+        runs.keys().chain(calibration.keys()).collect();
+    let none = Vec::new();
+    let audits: Vec<PipelineAudit> = names
+        .into_iter()
+        .filter_map(|name| {
+            audit_pipeline(
+                name,
+                runs.get(name).unwrap_or(&none),
+                calibration.get(name).unwrap_or(&none),
+                &cfg.machine,
+                cfg.growth,
+                cfg.years,
+            )
         })
         .collect();
     meter.rows_in = runs.values().map(|r| r.len() as u64).sum();
