@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e bench bench-play-counts bench-ab bench-recommend bench-revenue lint fmt clean
+.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue lint fmt clean
 
 all: build
 
@@ -37,7 +37,7 @@ run: build
 	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' -o -path '*month=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
 	@echo "Run records: $(DATA)/runs/"
 
-test: test-rust test-e2e
+test: test-rust test-e2e test-dags
 
 test-rust:
 	@if cargo nextest --version >/dev/null 2>&1; then \
@@ -52,6 +52,10 @@ test-e2e: build
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
+
+# The Airflow DAG, loaded by Airflow itself (its own virtual environment: scripts/airflow-env.sh).
+test-dags:
+	@PY=$$(scripts/airflow-env.sh) && $$PY tests/dags/test_streampulse_daily.py
 
 bench: bench-play-counts bench-ab bench-recommend bench-revenue
 
