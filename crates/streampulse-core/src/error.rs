@@ -121,3 +121,55 @@ impl From<Error> for datafusion::error::DataFusionError {
         }
     }
 }
+
+/// The error of a pipeline run: the core's errors, plus what a pipeline can find wrong with its
+/// input as a whole or its own state, each with the exit code it ends the run with. Every
+/// pipeline crate re-exports it as its `Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad input, I/O, engine and object-store failures, classified by the core.
+    #[error(transparent)]
+    Core(#[from] Error),
+
+    /// The input contradicts the data contract as a whole (not one bad row).
+    #[error("inconsistent input: {0}")]
+    Inconsistent(String),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// An input is not in the order a streaming merge needs. Pipelines handle it by sorting and
+    /// retrying; it only reaches the caller as a bug.
+    #[error("{input} is not sorted by {key} at row {line}")]
+    NotSorted {
+        input: String,
+        key: &'static str,
+        line: u64,
+    },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for PipelineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        PipelineError::Core(e.into())
+    }
+}
+
+impl From<arrow::error::ArrowError> for PipelineError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        PipelineError::Core(e.into())
+    }
+}
+
+impl PipelineError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            PipelineError::Core(e) => e.exit_code(),
+            PipelineError::Inconsistent(_) => ExitCode::DataErr,
+            PipelineError::Config(_) => ExitCode::Usage,
+            PipelineError::Internal(_) | PipelineError::NotSorted { .. } => ExitCode::Internal,
+        }
+    }
+}

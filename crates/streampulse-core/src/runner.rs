@@ -18,6 +18,12 @@ impl ExitStatus for crate::Error {
     }
 }
 
+impl ExitStatus for crate::error::PipelineError {
+    fn exit_code(&self) -> ExitCode {
+        crate::error::PipelineError::exit_code(self)
+    }
+}
+
 /// Runs `body` for one logical date and returns the exit code for `main`.
 pub fn execute<T, E>(
     pipeline: &str,

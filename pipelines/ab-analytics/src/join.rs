@@ -267,6 +267,7 @@ impl Order {
     fn not_sorted(&self, line: u64) -> Error {
         Error::NotSorted {
             input: self.label.clone(),
+            key: "(experiment_id, user_id)",
             line,
         }
     }

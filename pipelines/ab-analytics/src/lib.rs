@@ -338,7 +338,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let new_sink = || RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
     let mut rejects = new_sink();
     let joined = match join_inputs(&ctx, &inputs, only, false, &plans, &caps, &mut rejects).await {
-        Err(Error::NotSorted { input, line }) => {
+        Err(Error::NotSorted { input, line, .. }) => {
             tracing::warn!(
                 %input,
                 line,

@@ -15,34 +15,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use streampulse_core::config::{ByteSize, CommonArgs, CommonConfig};
-use streampulse_core::exit::{EXIT_CODES_HELP, ExitCode};
+use streampulse_core::exit::EXIT_CODES_HELP;
 use streampulse_core::location::DataRoot;
 use streampulse_core::run_record::{RunMeter, RunRecord};
 
 pub const PIPELINE: &str = "audit";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Core(#[from] streampulse_core::Error),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-impl Error {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Error::Core(e) => e.exit_code(),
-            Error::Config(_) => ExitCode::Usage,
-        }
-    }
-}
-
-impl streampulse_core::runner::ExitStatus for Error {
-    fn exit_code(&self) -> ExitCode {
-        Error::exit_code(self)
-    }
-}
+pub use streampulse_core::error::PipelineError as Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -285,6 +285,7 @@ async fn score_users(
                         if user < last && exclusions.is_some() {
                             return Err(Error::NotSorted {
                                 input: users_url.to_string(),
+                                key: "user_id",
                                 line: first_line + row as u64,
                             });
                         }
@@ -435,7 +436,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         };
         let (scored, written) = tokio::join!(scoring, writer);
         match scored {
-            Err(Error::NotSorted { input, line }) if !sort => {
+            Err(Error::NotSorted { input, line, .. }) if !sort => {
                 tracing::warn!(%input, line, "users not sorted by user_id: sorting them for the exclusion merge");
                 drop(written);
                 rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
