@@ -151,6 +151,26 @@ pub fn tee(
         .collect()
 }
 
+/// Runs a query on its own tokio task and hands its batches over a bounded channel (`capacity`
+/// batches), so the query's decoding overlaps with whatever consumes the stream. Dropping the
+/// stream stops the task.
+pub fn spawned(df: datafusion::prelude::DataFrame, capacity: usize) -> SendableRecordBatchStream {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut builder =
+        datafusion::physical_plan::stream::RecordBatchReceiverStream::builder(schema, capacity);
+    let tx = builder.tx();
+    builder.spawn(async move {
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            if tx.send(batch).await.is_err() {
+                break; // the consumer stopped early (an error elsewhere)
+            }
+        }
+        Ok(())
+    });
+    builder.build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

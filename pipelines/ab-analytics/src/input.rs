@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, col, lit};
-use futures::StreamExt;
 use streampulse_core::location::Partition;
+use streampulse_core::stream::spawned;
 
 use crate::Config;
 use crate::error::{Error, Result};
@@ -87,24 +86,6 @@ async fn frame(
     Ok(df.select(columns)?)
 }
 
-/// Runs `df` on its own task so that decoding overlaps with the consumer (the join reads two
-/// inputs at once: each decodes on its own worker).
-fn spawned(df: DataFrame) -> SendableRecordBatchStream {
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut builder = RecordBatchReceiverStream::builder(schema, 4);
-    let tx = builder.tx();
-    builder.spawn(async move {
-        let mut stream = df.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            if tx.send(batch).await.is_err() {
-                break; // the consumer stopped early (an error elsewhere)
-            }
-        }
-        Ok(())
-    });
-    builder.build()
-}
-
 fn sorted_by_key(df: DataFrame, sort: bool) -> Result<DataFrame> {
     Ok(if sort {
         df.sort(vec![
@@ -135,7 +116,7 @@ pub async fn assignments(
         only,
     )
     .await?;
-    Ok(spawned(sorted_by_key(df, sort)?))
+    Ok(spawned(sorted_by_key(df, sort)?, 4))
 }
 
 /// The metric rows, with `sessions` as float64 like the other metrics.
@@ -169,7 +150,7 @@ pub async fn user_metrics(
         only,
     )
     .await?;
-    Ok(spawned(sorted_by_key(df, sort)?))
+    Ok(spawned(sorted_by_key(df, sort)?, 4))
 }
 
 /// The continuous columns winsorization caps, for its percentile passes (any order).
@@ -196,7 +177,7 @@ pub async fn continuous_metrics(
         only,
     )
     .await?;
-    Ok(spawned(df))
+    Ok(spawned(df, 4))
 }
 
 /// One configured variant of an experiment.

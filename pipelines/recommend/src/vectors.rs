@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use arrow::array::{Array, AsArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col};
-use futures::StreamExt;
 use streampulse_core::rejects::{Reject, RejectSink};
 
 use crate::error::{Error, Result};
@@ -174,19 +172,7 @@ pub async fn users(
         df
     };
     // Decoding on its own task overlaps with scoring.
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut builder = RecordBatchReceiverStream::builder(schema, 4);
-    let tx = builder.tx();
-    builder.spawn(async move {
-        let mut stream = df.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            if tx.send(batch).await.is_err() {
-                break;
-            }
-        }
-        Ok(())
-    });
-    Ok((dim, builder.build()))
+    Ok((dim, streampulse_core::stream::spawned(df, 4)))
 }
 
 /// A block of users to score: ids and vectors (row-major), with each user's excluded songs.
