@@ -117,6 +117,40 @@ impl DataRoot {
         }
     }
 
+    /// The URL of `<dataset>/date=<date>/` when that partition exists.
+    pub async fn date_partition(
+        &self,
+        dataset: &str,
+        date: chrono::NaiveDate,
+    ) -> Result<Option<String>> {
+        let partition = Partition::date(date);
+        let present = self
+            .list_partitions(dataset, "date")
+            .await?
+            .contains(&partition.value);
+        Ok(present.then(|| self.partition_url(dataset, &partition)))
+    }
+
+    /// A pipeline input: the explicit path when given (`--<dataset>`), else the date's partition
+    /// of `dataset`, which must exist.
+    pub async fn input_or_date_partition(
+        &self,
+        explicit: Option<&Path>,
+        dataset: &str,
+        date: chrono::NaiveDate,
+    ) -> Result<String> {
+        if let Some(p) = explicit {
+            return Ok(p.display().to_string());
+        }
+        self.date_partition(dataset, date).await?.ok_or_else(|| {
+            Error::InputMissing(format!(
+                "no {dataset} for {date}: {} does not exist (pass --{})",
+                self.partition_url(dataset, &Partition::date(date)),
+                dataset.replace('_', "-")
+            ))
+        })
+    }
+
     /// Lists the values of a dataset's partitions (e.g. all dates of `charts`), sorted.
     pub async fn list_partitions(&self, dataset: &str, key: &str) -> Result<Vec<String>> {
         let prefix = format!("{key}=");

@@ -8,7 +8,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, col, lit};
-use streampulse_core::location::Partition;
 use streampulse_core::stream::spawned;
 
 use crate::Config;
@@ -22,39 +21,19 @@ pub struct Inputs {
     pub experiments: Option<String>,
 }
 
-async fn partition(cfg: &Config, dataset: &str) -> Result<Option<String>> {
-    let root = &cfg.common.data_root;
-    let partition = Partition::date(cfg.date);
-    let present = root
-        .list_partitions(dataset, "date")
-        .await?
-        .contains(&partition.value);
-    Ok(present.then(|| root.partition_url(dataset, &partition)))
-}
-
 /// The explicit paths if given, else the date's partitions under the data root.
 pub async fn locate(cfg: &Config) -> Result<Inputs> {
+    let root = &cfg.common.data_root;
     let required = async |explicit: &Option<std::path::PathBuf>, dataset: &str| {
-        if let Some(p) = explicit {
-            return Ok(p.display().to_string());
-        }
-        partition(cfg, dataset).await?.ok_or_else(|| {
-            Error::Core(streampulse_core::Error::InputMissing(format!(
-                "no {dataset} for {}: {} does not exist (pass --{})",
-                cfg.date,
-                cfg.common
-                    .data_root
-                    .partition_url(dataset, &Partition::date(cfg.date)),
-                dataset.replace('_', "-"),
-            )))
-        })
+        root.input_or_date_partition(explicit.as_deref(), dataset, cfg.date)
+            .await
     };
     Ok(Inputs {
         assignments: required(&cfg.assignments, "assignments").await?,
         user_metrics: required(&cfg.user_metrics, "user_metrics").await?,
         experiments: match &cfg.experiments {
             Some(p) => Some(p.display().to_string()),
-            None => partition(cfg, "experiments").await?,
+            None => root.date_partition("experiments", cfg.date).await?,
         },
     })
 }

@@ -181,12 +181,8 @@ async fn locate_input(cfg: &Config) -> Result<Source> {
     }
     let root = &cfg.common.data_root;
     let partition = Partition::date(cfg.date);
-    if root
-        .list_partitions("plays", "date")
-        .await?
-        .contains(&partition.value)
-    {
-        return Ok(Source::Parquet(root.partition_url("plays", &partition)));
+    if let Some(url) = root.date_partition("plays", cfg.date).await? {
+        return Ok(Source::Parquet(url));
     }
     let export = format!("exports/plays-{}.csv", partition.value);
     match root.local_path(&export) {

@@ -172,27 +172,6 @@ pub struct Outcome {
     pub gflops: f64,
 }
 
-async fn input(cfg: &Config, explicit: &Option<PathBuf>, dataset: &str) -> Result<String> {
-    if let Some(p) = explicit {
-        return Ok(p.display().to_string());
-    }
-    let root = &cfg.common.data_root;
-    let partition = Partition::date(cfg.date);
-    if root
-        .list_partitions(dataset, "date")
-        .await?
-        .contains(&partition.value)
-    {
-        return Ok(root.partition_url(dataset, &partition));
-    }
-    Err(Error::Core(streampulse_core::Error::InputMissing(format!(
-        "no {dataset} for {}: {} does not exist (pass --{})",
-        partition.value,
-        root.partition_url(dataset, &partition),
-        dataset.replace('_', "-")
-    ))))
-}
-
 /// Blocks scored per parallel round: enough to keep every thread busy, few enough that memory
 /// stays a handful of blocks.
 fn blocks_per_round(threads: usize) -> usize {
@@ -369,8 +348,13 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .build()
         .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
 
-    let songs_url = input(cfg, &cfg.song_embeddings, "song_embeddings").await?;
-    let users_url = input(cfg, &cfg.user_features, "user_features").await?;
+    let root = &common.data_root;
+    let songs_url = root
+        .input_or_date_partition(cfg.song_embeddings.as_deref(), "song_embeddings", cfg.date)
+        .await?;
+    let users_url = root
+        .input_or_date_partition(cfg.user_features.as_deref(), "user_features", cfg.date)
+        .await?;
     let mut rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
     let catalog = Arc::new(vectors::catalog(&ctx, &songs_url, &mut rejects).await?);
     let songs_rejected = rejects.count();
