@@ -7,6 +7,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY pipelines pipelines
+# The catalog migrations are compiled into metadata-sync (sqlx::migrate!).
+COPY shared shared
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile dist --workspace --locked \

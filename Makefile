@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue lint fmt clean
+.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync lint fmt clean
 
 all: build
 
@@ -22,6 +22,12 @@ run: build
 	  $(BIN)/datagen --date $(DEMO_DATE) --data-root $(DATA) --plays 200000 --users 20000 --songs 5000 \
 	    --experiment-users 10000 --bad-rows 0.0005; \
 	fi
+	@if [ ! -d "$(DATA)/partner/songs/date=$(DEMO_DATE)" ]; then \
+	  $(BIN)/datagen --date $(DEMO_DATE) --data-root $(DATA)/partner --songs 5000 --datasets songs; \
+	fi
+	@echo "== metadata-sync $(DEMO_DATE): the partner's catalog, from a local metadata-api (demo pace: 1,000 req/s)"
+	scripts/with-metadata-api.sh $(BIN) $(DATA)/partner/songs/date=$(DEMO_DATE) --latency-ms 20 --rate 1000 --token demo-token -- \
+	  $(BIN)/metadata-sync --date $(DEMO_DATE) --data-root $(DATA) --api-token demo-token --rate 900 --burst 20
 	@echo "== play-counts $(DEMO_DATE)"
 	$(BIN)/play-counts --date $(DEMO_DATE) --data-root $(DATA) --input $(DATA)/exports/plays-$(DEMO_DATE).csv
 	@echo "== ab-analytics $(DEMO_DATE)"
@@ -39,8 +45,10 @@ run: build
 
 test: test-rust test-e2e test-dags
 
+# PostgreSQL tests run against DATABASE_URL, or a server scripts/postgres.sh finds or starts.
 test-rust:
-	@if cargo nextest --version >/dev/null 2>&1; then \
+	@export DATABASE_URL=$$(scripts/postgres.sh) && \
+	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run $(CARGO_FLAGS) --no-fail-fast; \
 	else \
 	  cargo test $(CARGO_FLAGS) --no-fail-fast; \
@@ -57,7 +65,7 @@ test-e2e: build
 test-dags:
 	@PY=$$(scripts/airflow-env.sh) && $$PY tests/dags/test_streampulse_daily.py
 
-bench: bench-play-counts bench-ab bench-recommend bench-revenue
+bench: bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync
 
 bench-play-counts: build
 	bench/play_counts.sh
@@ -70,6 +78,9 @@ bench-recommend: build
 
 bench-revenue: build
 	bench/revenue.sh
+
+bench-metadata-sync: build
+	bench/metadata_sync.sh
 
 lint:
 	cargo fmt --all --check

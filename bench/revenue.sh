@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streampulse/target}"
 PY=$(scripts/python-env.sh)
+# revenue --engine postgres runs against this server (found or started by the script).
+export DATABASE_URL="$(scripts/postgres.sh)"
 exec "$PY" bench/revenue.py --bin-dir "$CARGO_TARGET_DIR/release" \
   --plays-per-day "${BENCH_REV_PLAYS_PER_DAY:-1000000}" --users "${BENCH_REV_USERS:-200000}" \
   --runs "${BENCH_RUNS:-3}" --threads "${BENCH_THREADS:-$(nproc)}" \

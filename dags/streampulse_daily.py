@@ -1,13 +1,18 @@
 """StreamPulse's nightly batch: every pipeline as a container of the pipelines image, for the
 DAG run's logical date `{{ ds }}`.
 
-    play_counts  ──► recommend
-                 ├─► ab_analytics
-                 └─► first_of_month ──► revenue (the month that just ended)
+    metadata_sync ──► play_counts ──► recommend
+                                  ├─► ab_analytics
+                                  └─► first_of_month ──► revenue (the month that just ended)
 
-play-counts goes first because it is the day's gate on the plays export: when it rejects the day
-(exit 65), nothing downstream publishes results built on that data. metadata-sync joins the head
-of the graph when its pipeline lands (issue 4).
+metadata-sync goes first: it brings the catalog database up to date with the partner's metadata
+API and writes the day's `songs` snapshot that play-counts, recommend and revenue join against.
+play-counts comes next because it is the day's gate on the plays export: when it rejects the day
+(exit 65), nothing downstream publishes results built on that data.
+
+Secrets (the partner API token, the catalog database URL with its password) come from an Airflow
+Variable and Connection into the container's private environment, which Airflow never logs or
+shows: `streampulse_api_token` and the connection `streampulse_catalog`.
 
 Exit codes (the pipelines' documented contract) decide what Airflow does:
   75 (temporary: I/O, memory budget, SIGTERM)  -> retried by Airflow;
@@ -45,11 +50,11 @@ def exit_code(error):
 class PipelineOperator(DockerOperator):
     """Runs one pipeline container and maps its exit code to Airflow's retry semantics."""
 
-    def __init__(self, *, command, **kwargs):
+    def __init__(self, *, command, environment=None, **kwargs):
         super().__init__(
             image=IMAGE,
             command=command + ["--xcom"],
-            environment=ENVIRONMENT,
+            environment={**ENVIRONMENT, **(environment or {})},
             auto_remove="success",
             mount_tmp_dir=False,
             retrieve_output=True,
@@ -81,6 +86,15 @@ with DAG(
     default_args={"retries": 3, "retry_delay": timedelta(minutes=10), "retry_exponential_backoff": True},
     tags=["streampulse"],
 ) as dag:
+    metadata_sync = PipelineOperator(
+        task_id="metadata_sync",
+        command=["metadata-sync", "--date", "{{ ds }}"],
+        environment={"SP_API_URL": "{{ var.value.get('streampulse_api_url', 'http://metadata-api:8080') }}"},
+        private_environment={
+            "SP_API_TOKEN": "{{ var.value.get('streampulse_api_token', '') }}",
+            "SP_DATABASE_URL": "{{ conn.streampulse_catalog.get_uri() }}",
+        },
+    )
     play_counts = PipelineOperator(task_id="play_counts", command=["play-counts", "--date", "{{ ds }}"])
     recommend = PipelineOperator(task_id="recommend",
                                  command=["recommend", "--date", "{{ ds }}", "--exclude-days", "7"])
@@ -95,5 +109,5 @@ with DAG(
         task_id="revenue",
         command=["revenue", "--month", "{{ macros.ds_format(macros.ds_add(ds, -1), '%Y-%m-%d', '%Y-%m') }}"],
     )
-    play_counts >> [recommend, ab_analytics, first_of_month]
+    metadata_sync >> play_counts >> [recommend, ab_analytics, first_of_month]
     first_of_month >> revenue

@@ -35,16 +35,22 @@ def main():
     if dag is None:
         sys.exit(1)
     tasks = {t.task_id: t for t in dag.tasks}
-    check("tasks", set(tasks) == {"play_counts", "recommend", "ab_analytics", "first_of_month", "revenue"},
-          str(sorted(tasks)))
+    check("tasks", set(tasks) == {"metadata_sync", "play_counts", "recommend", "ab_analytics",
+                                  "first_of_month", "revenue"}, str(sorted(tasks)))
     down = {t: sorted(tasks[t].downstream_task_ids) for t in tasks}
+    check("metadata_sync heads the graph, before play_counts",
+          down["metadata_sync"] == ["play_counts"] and not tasks["metadata_sync"].upstream_task_ids, str(down))
+    check("the partner token and database URL stay out of the logged environment",
+          "SP_API_TOKEN" in tasks["metadata_sync"].private_environment
+          and "SP_DATABASE_URL" in tasks["metadata_sync"].private_environment
+          and not any("TOKEN" in k or "DATABASE" in k for k in tasks["metadata_sync"].environment))
     check("play_counts gates the others",
           down["play_counts"] == ["ab_analytics", "first_of_month", "recommend"], str(down))
     check("revenue runs only behind first_of_month", down["first_of_month"] == ["revenue"]
           and sorted(tasks["revenue"].upstream_task_ids) == ["first_of_month"])
     check("every pipeline writes its XCom summary",
           all(tasks[t].command[-1] == "--xcom" and tasks[t].retrieve_output_path == "/airflow/xcom/return.json"
-              for t in ["play_counts", "recommend", "ab_analytics", "revenue"]))
+              for t in ["metadata_sync", "play_counts", "recommend", "ab_analytics", "revenue"]))
     check("retries configured", all(tasks[t].retries == 3 for t in tasks))
 
     sys.path.insert(0, str(DAGS))

@@ -53,6 +53,13 @@ pub enum Error {
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
 
+    /// The catalog database or the PostgreSQL engine.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
     // --- libraries: usually a bug or a resource problem ---------------------------------------------
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -88,6 +95,9 @@ impl Error {
             Error::Config(_) => ExitCode::Usage,
             Error::Io { source, .. } => io_exit_code(source),
             Error::ObjectStore(_) => ExitCode::TempFail,
+            Error::Database(e) => database_exit_code(e),
+            Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => database_exit_code(e),
+            Error::Migrate(_) => ExitCode::Internal,
             Error::DataFusion(e) => match e.find_root() {
                 datafusion::error::DataFusionError::ResourcesExhausted(_) => ExitCode::TempFail,
                 datafusion::error::DataFusionError::IoError(io) => io_exit_code(io),
@@ -100,6 +110,24 @@ impl Error {
                 ExitCode::Internal
             }
         }
+    }
+}
+
+/// A database we cannot reach is "unavailable" (69); a conflict or a dropped connection in the
+/// middle of work is worth a retry (75); a failing statement is our bug (70).
+fn database_exit_code(e: &sqlx::Error) -> ExitCode {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            ExitCode::Unavailable
+        }
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => ExitCode::TempFail,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // serialization_failure, deadlock_detected, too_many_connections,
+            // admin_shutdown, cannot_connect_now; SQLITE_BUSY, SQLITE_LOCKED
+            Some("40001" | "40P01" | "53300" | "57P01" | "57P03" | "5" | "6") => ExitCode::TempFail,
+            _ => ExitCode::Internal,
+        },
+        _ => ExitCode::Internal,
     }
 }
 

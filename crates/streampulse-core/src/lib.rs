@@ -23,11 +23,13 @@ pub mod exit;
 pub mod location;
 pub mod money;
 pub mod output;
+pub mod rate;
 pub mod rejects;
 pub mod run_record;
 pub mod runner;
 pub mod schema;
 pub mod shutdown;
+pub mod songs;
 pub mod stream;
 pub mod telemetry;
 

@@ -43,6 +43,21 @@ where
     Box::pin(RecordBatchStreamAdapter::new(schema, receiver_stream(rx)))
 }
 
+/// A stream fed through a channel by any async producer (a database cursor, an HTTP download):
+/// the producer sends batches (or an error) and drops the sender at the end. At most `capacity`
+/// batches wait in between.
+pub fn channel_stream(
+    schema: SchemaRef,
+    capacity: usize,
+) -> (
+    mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>,
+    SendableRecordBatchStream,
+) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let stream = Box::pin(RecordBatchStreamAdapter::new(schema, receiver_stream(rx)));
+    (tx, stream)
+}
+
 fn receiver_stream<T: Send + 'static>(
     rx: mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {

@@ -1,18 +1,13 @@
 //! The song catalog: songs, artists, albums and labels, with Zipf-shaped popularity that is not
 //! aligned with ids (the most played song is not song 1).
 
-use std::sync::Arc;
-
-use arrow::array::{
-    ArrayRef, Date32Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
-};
 use arrow::record_batch::RecordBatch;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use streampulse_core::csv::days_from_civil;
-use streampulse_core::schema::SONGS;
+use streampulse_core::songs::{self, SongRecord};
 
 use crate::alias::AliasTable;
 use crate::dims::GENRES;
@@ -136,50 +131,35 @@ fn title(id: i64, salt: i64) -> String {
 }
 
 fn songs_batch(songs: &[Song]) -> RecordBatch {
-    let col_i64 = |f: fn(&Song) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(songs.iter().map(f)))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        col_i64(|s| s.song_id),
-        Arc::new(StringArray::from_iter_values(
-            songs.iter().map(|s| title(s.song_id, 1)),
-        )),
-        col_i64(|s| s.artist_id),
-        Arc::new(StringArray::from_iter_values(
-            songs
-                .iter()
-                .map(|s| format!("The {}", title(s.artist_id, 5))),
-        )),
-        col_i64(|s| s.album_id),
-        col_i64(|s| s.label_id),
-        Arc::new(StringArray::from_iter_values(songs.iter().map(|s| {
-            format!(
+    let records: Vec<SongRecord> = songs
+        .iter()
+        .map(|s| SongRecord {
+            song_id: s.song_id,
+            title: title(s.song_id, 1),
+            artist_id: s.artist_id,
+            artist_name: format!("The {}", title(s.artist_id, 5)),
+            album_id: s.album_id,
+            label_id: s.label_id,
+            isrc: format!(
                 "QZ{:03X}{:02}{:05}",
                 s.label_id % 4096,
                 s.release_days % 100,
                 s.song_id % 100_000
-            )
-        }))),
-        Arc::new(Int32Array::from_iter_values(
-            songs.iter().map(|s| s.duration_ms),
-        )),
-        Arc::new(Date32Array::from_iter_values(
-            songs.iter().map(|s| s.release_days),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            songs.iter().map(|s| GENRES[s.genre as usize]),
-        )),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(songs.iter().map(|s| s.updated_at_ms))
-                .with_timezone("UTC"),
-        ),
-    ];
-    RecordBatch::try_new(SONGS.clone(), columns).expect("catalog columns match the songs schema")
+            ),
+            duration_ms: s.duration_ms,
+            release_date: NaiveDate::from_num_days_from_ce_opt(s.release_days + 719_163)
+                .unwrap_or_default(),
+            genre: GENRES[s.genre as usize].to_string(),
+            updated_at: DateTime::from_timestamp_millis(s.updated_at_ms).unwrap_or_default(),
+        })
+        .collect();
+    songs::to_batch(&records).expect("catalog records match the songs schema")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::StringArray;
 
     #[test]
     fn popularity_is_heavy_tailed_and_deterministic() {

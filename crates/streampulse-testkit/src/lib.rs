@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod dims;
 pub mod golden;
 pub mod others;
+pub mod pg;
 pub mod plays;
 
 use std::io::Write;

@@ -17,18 +17,20 @@
 //! catalog's song → artist, label map and one amount per (market, song).
 
 pub mod error;
+pub mod postgres;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
+use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef};
 use chrono::{Datelike, NaiveDate};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use futures::StreamExt;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use futures::{StreamExt, TryStreamExt};
+use streampulse_core::config::{CommonArgs, CommonConfig, Secret};
 use streampulse_core::location::Partition;
 use streampulse_core::money::{
     MONEY_SCALE, allocate, div_round_half_even, minor_to_decimal, minor_unit_digits,
@@ -50,6 +52,15 @@ pub enum Model {
     ProRata,
     /// Each subscription's revenue is split over the songs its user streamed.
     UserCentric,
+}
+
+/// Where the joins and aggregations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Embedded DataFusion, memory-bounded with spilling (no server).
+    Datafusion,
+    /// PostgreSQL at --database-url: inputs loaded with COPY, the SQL pushed down.
+    Postgres,
 }
 
 fn parse_month(s: &str) -> std::result::Result<NaiveDate, String> {
@@ -77,6 +88,15 @@ pub struct Args {
     #[arg(long, env = "SP_SONGS")]
     pub songs: Option<PathBuf>,
 
+    /// Engine of the joins and aggregations. Both give the same outputs.
+    #[arg(long, env = "SP_ENGINE", value_enum, default_value = "datafusion")]
+    pub engine: EngineKind,
+
+    /// PostgreSQL for `--engine postgres` (postgres://user@host/db); the run works in a
+    /// schema of its own and drops it at the end.
+    #[arg(long, env = "SP_DATABASE_URL")]
+    pub database_url: Option<Secret<String>>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -87,16 +107,25 @@ pub struct Config {
     pub model: Model,
     pub subscriptions: Option<PathBuf>,
     pub songs: Option<PathBuf>,
+    pub engine: EngineKind,
+    pub database_url: Option<Secret<String>>,
     pub common: CommonConfig,
 }
 
 impl Args {
     pub fn validate(&self) -> Result<Config> {
+        if self.engine == EngineKind::Postgres && self.database_url.is_none() {
+            return Err(Error::Config(
+                "--engine postgres needs --database-url (or SP_DATABASE_URL)".into(),
+            ));
+        }
         Ok(Config {
             month: self.month,
             model: self.model,
             subscriptions: self.subscriptions.clone(),
             songs: self.songs.clone(),
+            engine: self.engine,
+            database_url: self.database_url.clone(),
             common: self.common.validate()?,
         })
     }
@@ -233,23 +262,62 @@ fn date_literal(d: NaiveDate) -> String {
     format!("DATE '{}'", d.format("%Y-%m-%d"))
 }
 
+/// The engine the month's SQL runs on. The SQL text is the same for both.
+pub enum Sql<'a> {
+    DataFusion(&'a SessionContext),
+    Postgres(&'a postgres::PgEngine),
+}
+
+impl Sql<'_> {
+    /// Runs `query`; its rows arrive as batches of `schema` (which the DataFusion plan has by
+    /// construction, and PostgreSQL's text rows are parsed into).
+    async fn stream(&self, query: &str, schema: SchemaRef) -> Result<SendableRecordBatchStream> {
+        match self {
+            Sql::DataFusion(ctx) => Ok(ctx.sql(query).await?.execute_stream().await?),
+            Sql::Postgres(pg) => Ok(pg.query(query, schema)),
+        }
+    }
+}
+
+/// The subscription columns the queries return, in the order they select them.
+static SUBSCRIPTION_COLUMNS: [(&str, DataType); 6] = [
+    ("subscription_id", DataType::Int64),
+    ("country", DataType::Utf8),
+    ("currency", DataType::Utf8),
+    ("monthly_price", streampulse_core::schema::MONEY),
+    ("started_at", DataType::Date32),
+    ("ended_at", DataType::Date32),
+];
+
+fn schema(columns: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, t)| Field::new(*name, t.clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// Per market, the pool: Σ revenue of the paid subscriptions active in the month. Also checks
 /// the contract that a user has at most one active subscription at a time.
-async fn pools(ctx: &SessionContext, month: &Month) -> Result<BTreeMap<Market, i128>> {
-    let overlaps = ctx
-        .sql(&format!(
-            "SELECT user_id, subscription_id FROM (
-               SELECT user_id, subscription_id, started_at,
-                      LAG(ended_at) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_end,
-                      LAG(subscription_id) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_id
-               FROM subs WHERE started_at < {next} AND (ended_at IS NULL OR ended_at > {first}))
-             WHERE prev_id IS NOT NULL AND (prev_end IS NULL OR prev_end > started_at)
-             ORDER BY user_id LIMIT 5",
-            first = date_literal(month.first),
-            next = date_literal(month.next)
-        ))
+async fn pools(sql: &Sql<'_>, month: &Month) -> Result<BTreeMap<Market, i128>> {
+    let overlaps: Vec<RecordBatch> = sql
+        .stream(
+            &format!(
+                "SELECT user_id, subscription_id FROM (
+                   SELECT user_id, subscription_id, started_at,
+                          LAG(ended_at) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_end,
+                          LAG(subscription_id) OVER (PARTITION BY user_id ORDER BY started_at, subscription_id) AS prev_id
+                   FROM subs WHERE started_at < {next} AND (ended_at IS NULL OR ended_at > {first})) AS active
+                 WHERE prev_id IS NOT NULL AND (prev_end IS NULL OR prev_end > started_at)
+                 ORDER BY user_id LIMIT 5",
+                first = date_literal(month.first),
+                next = date_literal(month.next)
+            ),
+            schema(&[("user_id", DataType::Int64), ("subscription_id", DataType::Int64)]),
+        )
         .await?
-        .collect()
+        .try_collect()
         .await?;
     let found: Vec<String> = overlaps
         .iter()
@@ -270,15 +338,16 @@ async fn pools(ctx: &SessionContext, month: &Month) -> Result<BTreeMap<Market, i
             found.join(", ")
         )));
     }
-    let mut stream = ctx
-        .sql(&format!(
-            "SELECT country, currency, monthly_price, started_at, ended_at FROM subs
-             WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first})",
-            first = date_literal(month.first),
-            next = date_literal(month.next)
-        ))
-        .await?
-        .execute_stream()
+    let mut stream = sql
+        .stream(
+            &format!(
+                "SELECT country, currency, monthly_price, started_at, ended_at FROM subs
+                 WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first})",
+                first = date_literal(month.first),
+                next = date_literal(month.next)
+            ),
+            schema(&SUBSCRIPTION_COLUMNS[1..]),
+        )
         .await?;
     let mut pools: BTreeMap<Market, i128> = BTreeMap::new();
     while let Some(b) = stream.next().await.transpose()? {
@@ -305,7 +374,7 @@ trait Strings {
 
 impl Strings for arrow::array::ArrayRef {
     fn as_string_view_or_utf8(&self) -> Result<Vec<String>> {
-        let utf8 = arrow::compute::cast(self, &arrow::datatypes::DataType::Utf8)?;
+        let utf8 = arrow::compute::cast(self, &DataType::Utf8)?;
         Ok(utf8
             .as_string::<i32>()
             .iter()
@@ -340,14 +409,21 @@ fn streams_sql(month: &Month, group: &str) -> String {
 
 /// Pro-rata: per market, the pool over the market's songs by streams.
 async fn pro_rata(
-    ctx: &SessionContext,
+    sql: &Sql<'_>,
     month: &Month,
     pools: &BTreeMap<Market, i128>,
 ) -> Result<SongTotals> {
-    let mut stream = ctx
-        .sql(&streams_sql(month, "s.country, s.currency"))
-        .await?
-        .execute_stream()
+    let columns = [
+        SUBSCRIPTION_COLUMNS[1].clone(),
+        SUBSCRIPTION_COLUMNS[2].clone(),
+        ("song_id", DataType::Int64),
+        ("streams", DataType::Int64),
+    ];
+    let mut stream = sql
+        .stream(
+            &streams_sql(month, "s.country, s.currency"),
+            schema(&columns),
+        )
         .await?;
     let mut totals = SongTotals::new();
     let mut market: Option<Market> = None;
@@ -382,13 +458,13 @@ async fn pro_rata(
 }
 
 /// User-centric: each subscription's revenue over its user's songs by streams.
-async fn user_centric(ctx: &SessionContext, month: &Month) -> Result<SongTotals> {
+async fn user_centric(sql: &Sql<'_>, month: &Month) -> Result<SongTotals> {
     let group =
         "s.subscription_id, s.country, s.currency, s.monthly_price, s.started_at, s.ended_at";
-    let mut stream = ctx
-        .sql(&streams_sql(month, group))
-        .await?
-        .execute_stream()
+    let mut columns = SUBSCRIPTION_COLUMNS.to_vec();
+    columns.extend([("song_id", DataType::Int64), ("streams", DataType::Int64)]);
+    let mut stream = sql
+        .stream(&streams_sql(month, group), schema(&columns))
         .await?;
     let mut totals = SongTotals::new();
     // The subscription being split: (id, market, revenue) and its songs.
@@ -437,12 +513,18 @@ async fn user_centric(ctx: &SessionContext, month: &Month) -> Result<SongTotals>
 }
 
 /// song → (artist, label) from the catalog.
-async fn catalog(ctx: &SessionContext) -> Result<HashMap<i64, (i64, i64)>> {
+async fn catalog(sql: &Sql<'_>) -> Result<HashMap<i64, (i64, i64)>> {
     let mut out = HashMap::new();
-    let mut stream = ctx
-        .sql("SELECT song_id, artist_id, label_id FROM songs")
-        .await?
-        .execute_stream()
+    let columns = [
+        ("song_id", DataType::Int64),
+        ("artist_id", DataType::Int64),
+        ("label_id", DataType::Int64),
+    ];
+    let mut stream = sql
+        .stream(
+            "SELECT song_id, artist_id, label_id FROM songs",
+            schema(&columns),
+        )
         .await?;
     while let Some(b) = stream.next().await.transpose()? {
         let (s, a, l) = (
@@ -464,7 +546,7 @@ fn money_array(values: Vec<i128>) -> Result<Decimal128Array> {
 /// Rows of a `revenue_by_*` dataset from per-(market, key) totals, sorted by market then key.
 fn by_key(
     month: &str,
-    schema: &arrow::datatypes::SchemaRef,
+    schema: &SchemaRef,
     totals: &BTreeMap<(Market, i64), (i64, i128)>,
 ) -> Result<RecordBatch> {
     let n = totals.len();
@@ -495,11 +577,26 @@ fn by_key(
     )?)
 }
 
+/// Pools, song amounts and the catalog, from whichever engine.
+async fn attribute(
+    sql: &Sql<'_>,
+    model: Model,
+    month: &Month,
+) -> Result<(BTreeMap<Market, i128>, SongTotals, HashMap<i64, (i64, i64)>)> {
+    let pools = pools(sql, month).await?;
+    let by_song = match model {
+        Model::ProRata => pro_rata(sql, month, &pools).await?,
+        Model::UserCentric => user_centric(sql, month).await?,
+    };
+    let catalog = catalog(sql).await?;
+    Ok((pools, by_song, catalog))
+}
+
 async fn stage(
     cfg: &Config,
     dataset: &str,
     partition: &Partition,
-    schema: &arrow::datatypes::SchemaRef,
+    schema: &SchemaRef,
     batch: RecordBatch,
 ) -> Result<StagedPartition> {
     let stream = Box::pin(RecordBatchStreamAdapter::new(
@@ -551,12 +648,45 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .first()
         .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
         .unwrap_or(0);
-    let pools = pools(&ctx, &month).await?;
-    let by_song = match cfg.model {
-        Model::ProRata => pro_rata(&ctx, &month, &pools).await?,
-        Model::UserCentric => user_centric(&ctx, &month).await?,
+    let pg = match cfg.engine {
+        EngineKind::Datafusion => None,
+        EngineKind::Postgres => {
+            let url = cfg
+                .database_url
+                .as_ref()
+                .map(Secret::expose)
+                .ok_or_else(|| Error::Config("--engine postgres needs --database-url".into()))?;
+            let pg = Box::pin(postgres::PgEngine::connect(url, common.threads as u32 + 2)).await?;
+            meter.engine = "postgres".into();
+            let load = std::time::Instant::now();
+            // Boxed: the load's state machine would otherwise sit inside every caller's future.
+            let loaded = Box::pin(pg.load(
+                &ctx,
+                &month.first.format("%Y-%m-%d").to_string(),
+                &month.next.format("%Y-%m-%d").to_string(),
+            ))
+            .await;
+            let loaded = match loaded {
+                Ok(n) => n,
+                Err(e) => {
+                    pg.close().await;
+                    return Err(e);
+                }
+            };
+            meter.set("postgres_rows_loaded", loaded);
+            meter.set("postgres_load_seconds", load.elapsed().as_secs_f64());
+            Some(pg)
+        }
     };
-    let catalog = catalog(&ctx).await?;
+    let sql = match &pg {
+        Some(pg) => Sql::Postgres(pg),
+        None => Sql::DataFusion(&ctx),
+    };
+    let attributed = Box::pin(attribute(&sql, cfg.model, &month)).await;
+    if let Some(pg) = pg {
+        pg.close().await;
+    }
+    let (pools, by_song, catalog) = attributed?;
 
     // Artists and labels: sums of their songs. A song missing from the catalog fails the run:
     // its money would have no owner.

@@ -1,0 +1,137 @@
+"""metadata-sync against a partner-like metadata-api: wall time of a full sync of N changed songs
+against the rate bound (requests / rate), and the sequential client (one request at a time, what
+the old job did) measured on a smaller catalog and projected linearly."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import measure  # noqa: E402
+
+DATE = "2026-11-26"
+TOKEN = "bench-token"
+
+
+def start_api(bin_dir, catalog, work, latency_ms, rate):
+    port_file = work / "api.port"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [f"{bin_dir}/metadata-api", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+         "--catalog", str(catalog), "--latency-ms", str(latency_ms), "--rate", str(rate),
+         "--token", TOKEN],
+        stderr=subprocess.DEVNULL)
+    for _ in range(400):
+        if port_file.exists() and port_file.read_text():
+            return proc, f"http://{port_file.read_text().strip()}"
+        time.sleep(0.025)
+    proc.kill()
+    raise RuntimeError("metadata-api did not start")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def sync_once(bin_dir, api_url, root, extra):
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cmd = [f"{bin_dir}/metadata-sync", "--date", DATE, "--data-root", str(root),
+           "--api-url", api_url, "--api-token", TOKEN, *extra]
+    m = measure(cmd)
+    record = json.loads(next((root / "runs" / "metadata-sync").glob("*.json")).read_text())
+    m["requests"] = record["extra"]["api"]["requests"]
+    m["rate_limited"] = record["extra"]["api"]["rate_limited"]
+    m["songs"] = record["rows_in"]
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--songs", type=int, default=5000)
+    ap.add_argument("--seq-songs", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-ms", type=int, default=300)
+    ap.add_argument("--rate", type=float, default=50.0)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    catalogs = {}
+    for n in (a.songs, a.seq_songs):
+        root = work / f"partner-{n}"
+        if not (root / "songs" / f"date={DATE}").exists():
+            subprocess.run([f"{a.bin_dir}/datagen", "--date", DATE, "--data-root", str(root),
+                            "--songs", str(n), "--datasets", "songs"], check=True,
+                           stderr=subprocess.DEVNULL)
+        catalogs[n] = root / "songs" / f"date={DATE}"
+
+    page = 500
+    rows = {}
+    api, url = start_api(a.bin_dir, catalogs[a.songs], work, a.latency_ms, a.rate)
+    try:
+        runs = []
+        for i in range(a.runs):
+            m = sync_once(a.bin_dir, url, work / "sync", ["--rate", str(a.rate)])
+            print(f"sync run {i + 1}: {m}", file=sys.stderr)
+            runs.append(m)
+            time.sleep(1.5)  # let the partner's bucket refill between runs
+        rows["metadata-sync (32 in flight, token bucket)"] = runs
+    finally:
+        stop(api)
+
+    api, url = start_api(a.bin_dir, catalogs[a.seq_songs], work, a.latency_ms, a.rate)
+    try:
+        seq = sync_once(a.bin_dir, url, work / "sync-seq", ["--rate", str(a.rate),
+                                                             "--concurrency", "1", "--burst", "1"])
+        print(f"sequential: {seq}", file=sys.stderr)
+    finally:
+        stop(api)
+
+    requests_needed = a.songs + -(-a.songs // page)
+    bound = requests_needed / a.rate
+    med = {k: statistics.median(r[k] for r in rows["metadata-sync (32 in flight, token bucket)"])
+           for k in ("wall_s", "cpu_s", "peak_rss_mb", "requests", "rate_limited")}
+    seq_projected = seq["wall_s"] * a.songs / a.seq_songs
+    result = {
+        "songs": a.songs, "latency_ms": a.latency_ms, "rate": a.rate,
+        "rate_bound_s": bound, "sync": med, "sync_runs": rows,
+        "sequential_measured": {**seq, "songs": a.seq_songs},
+        "sequential_projected_s": seq_projected,
+        "ratio_to_bound": med["wall_s"] / bound,
+        "host_cores": os.cpu_count(),
+    }
+    Path(a.out + ".json").write_text(json.dumps(result, indent=2))
+    md = [
+        f"# metadata-sync benchmark: {a.songs} changed songs, {a.latency_ms} ms latency, "
+        f"{a.rate:g} req/s partner limit",
+        "",
+        f"Rate bound: {requests_needed} requests ({a.songs} songs + feed pages of {page}) / "
+        f"{a.rate:g} per s = **{bound:.1f} s**. Medians of {a.runs} runs.",
+        "",
+        "| client | wall | vs rate bound | requests | 429s | CPU | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| metadata-sync | {med['wall_s']:.1f} s | {med['wall_s'] / bound:.3f}x | "
+        f"{med['requests']:.0f} | {med['rate_limited']:.0f} | {med['cpu_s']:.2f} s | "
+        f"{med['peak_rss_mb']:.0f} MB |",
+        f"| sequential (one at a time), projected from {a.seq_songs} songs measured in "
+        f"{seq['wall_s']:.1f} s | {seq_projected / 60:.1f} min | {seq_projected / bound:.1f}x | "
+        f"| | | |",
+        "",
+    ]
+    Path(a.out + ".md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
