@@ -55,7 +55,7 @@ test-rust:
 	fi
 
 test-e2e: build
-	@PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
+	@export DATABASE_URL=$$(scripts/postgres.sh) && PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \

@@ -49,8 +49,13 @@ def snapshot(root, dataset, last_day):
     return os.path.join(root, dataset, f"date={after[0] if after else dates[-1]}")
 
 
-def attribute(root, month, model, threads=None):
-    """(pools {market: minor}, {(market, song): (streams, minor)})"""
+def attribute(root, month, model, threads=None, weighting=None):
+    """(pools {market: minor}, {(market, song): (streams, minor)}).
+
+    weighting = (min_streams, min_listeners, user_cap) applies the artist-centric rule: songs of
+    artists with at least min_streams paid streams in the month from at least min_listeners
+    users weigh 2x, and a user's streams weigh min(total, cap) / total each; the weight of a
+    (subscription, song) is streams x boost x 1e6 x min(total, cap) // total."""
     first, nxt = month_bounds(month)
     days = (nxt - first).days
     con = duckdb.connect()
@@ -73,28 +78,48 @@ def attribute(root, month, model, threads=None):
         revenue[sid] = int(minor)
         pools[(country, currency)] += int(minor)
     rows = con.execute(f"""
-        SELECT s.subscription_id, s.country, s.currency, p.song_id, COUNT(*) AS streams
+        SELECT s.subscription_id, s.country, s.currency, p.song_id, COUNT(*) AS streams, s.user_id
         FROM plays p JOIN subs s ON p.user_id = s.user_id
           AND CAST(p.played_at AS DATE) >= s.started_at
           AND (s.ended_at IS NULL OR CAST(p.played_at AS DATE) < s.ended_at)
         WHERE p.ms_played >= 30000 AND s.monthly_price > 0
           AND CAST(p.played_at AS DATE) >= DATE '{first}' AND CAST(p.played_at AS DATE) < DATE '{nxt}'
         GROUP BY ALL""").fetchall()
+    weight = {}  # (subscription, song) -> weight
+    if weighting:
+        min_streams, min_listeners, cap = weighting
+        songs_dir = snapshot(root, "songs", nxt - timedelta(days=1))
+        artist = dict(con.execute(f"SELECT song_id, artist_id FROM read_parquet('{songs_dir}/*.parquet')").fetchall())
+        total, a_streams, a_users = defaultdict(int), defaultdict(int), defaultdict(set)
+        for _, _, _, song, n, user in rows:
+            total[user] += n
+            a_streams[artist.get(song)] += n
+            a_users[artist.get(song)].add(user)
+        boosted = {a for a in a_streams if a is not None and a_streams[a] >= min_streams
+                   and len(a_users[a]) >= min_listeners}
+        for sid, _, _, song, n, user in rows:
+            boost = 2 if artist.get(song) in boosted else 1
+            weight[(sid, song)] = n * boost * 1_000_000 * min(total[user], cap) // total[user]
+    else:
+        for sid, _, _, song, n, _ in rows:
+            weight[(sid, song)] = n
     if model == "pro-rata":
-        market_songs = defaultdict(lambda: defaultdict(int))
-        for _, country, currency, song, n in rows:
-            market_songs[(country, currency)][song] += n
+        market_songs = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        for sid, country, currency, song, n, _ in rows:
+            market_songs[(country, currency)][song][0] += n
+            market_songs[(country, currency)][song][1] += weight[(sid, song)]
         out = {}
         for m, songs in market_songs.items():
-            for song, amount in split(pools[m], list(songs.items())).items():
-                out[(m, song)] = (songs[song], amount)
+            for song, amount in split(pools[m], [(k, v[1]) for k, v in songs.items()]).items():
+                out[(m, song)] = (songs[song][0], amount)
         return pools, out
     per_sub = defaultdict(dict)
-    for sid, country, currency, song, n in rows:
+    for sid, country, currency, song, n, _ in rows:
         per_sub[(sid, country, currency)][song] = n
     uc = defaultdict(lambda: [0, 0])
     for (sid, country, currency), songs in per_sub.items():
-        for song, amount in split(revenue[sid], list(songs.items())).items():
+        shares = [(song, weight[(sid, song)]) for song in songs]
+        for song, amount in split(revenue[sid], shares).items():
             uc[((country, currency), song)][0] += songs[song]
             uc[((country, currency), song)][1] += amount
     return pools, {k: tuple(v) for k, v in uc.items()}

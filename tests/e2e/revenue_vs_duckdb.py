@@ -69,24 +69,43 @@ def main():
             ok = run([b / "datagen", "--date", d, "--data-root", root, "--users", "30000", "--songs", "3000",
                       "--plays", "150000", "--datasets", "plays,songs,subscriptions"]) == 0
             check(f"datagen {d}", ok)
+        # Artist-centric thresholds scaled to this small month, so that some artists are boosted
+        # and some are not, and some users pass the monthly cap.
+        ac = (300, 100, 20)
+        ac_flags = ["--artist-centric", "--artist-min-streams", str(ac[0]), "--artist-min-listeners", str(ac[1]),
+                    "--user-monthly-cap", str(ac[2])]
         models = {}
         for model in ["pro-rata", "user-centric"]:
             pools, models[model] = attribute(root, MONTH, model)
+            _, models[model + " artist-centric"] = attribute(root, MONTH, model, weighting=ac)
         check(f"reference: {len(pools)} markets, {len(models['pro-rata'])} (market, song) pairs", len(pools) > 5)
-        for model, want in models.items():
-            check(f"revenue --model {model} runs", run([b / "revenue", "--month", MONTH, "--model", model,
-                                                       "--data-root", root]) == 0)
-            got, rec = output(root)
-            diff = [k for k in set(got) | set(want) if got.get(k) != want.get(k)]
-            check(f"{model}: every (market, song) amount and stream count equals DuckDB's ({len(want)} rows)",
-                  not diff, f"{len(diff)} differ, e.g. {[(k, got.get(k), want.get(k)) for k in diff[:3]]}")
-            check(f"{model}: pools equal DuckDB's, every market reconciles to 0",
-                  {m: r[0] for m, r in rec.items()} == dict(pools) and all(r[3] == 0 for r in rec.values()))
-            attributed = defaultdict(int)
-            for (m, _), (_, amount) in want.items():
-                attributed[m] += amount
-            check(f"{model}: attributed and unattributed per market",
-                  all(rec[m][1] == attributed[m] and rec[m][2] == pools[m] - attributed[m] for m in pools))
+        check("artist-centric weighting changes some amounts",
+              models["pro-rata"] != models["pro-rata artist-centric"]
+              and models["user-centric"] != models["user-centric artist-centric"])
+        # Both engines: embedded DataFusion, and PostgreSQL pushdown when make test gave us a server.
+        engines = [("datafusion", [])]
+        if os.environ.get("DATABASE_URL"):
+            engines.append(("postgres", ["--engine", "postgres", "--database-url", os.environ["DATABASE_URL"]]))
+        elif os.environ.get("CI"):
+            check("DATABASE_URL is set under CI (make test sets it)", False)
+        for engine, flags in engines:
+            for model, want in models.items():
+                name = f"{model} on {engine}"
+                extra = ac_flags if model.endswith("artist-centric") else []
+                check(f"revenue --model {model} --engine {engine} runs",
+                      run([b / "revenue", "--month", MONTH, "--model", model.split()[0], "--data-root", root,
+                           *flags, *extra]) == 0)
+                got, rec = output(root)
+                diff = [k for k in set(got) | set(want) if got.get(k) != want.get(k)]
+                check(f"{name}: every (market, song) amount and stream count equals DuckDB's ({len(want)} rows)",
+                      not diff, f"{len(diff)} differ, e.g. {[(k, got.get(k), want.get(k)) for k in diff[:3]]}")
+                check(f"{name}: pools equal DuckDB's, every market reconciles to 0",
+                      {m: r[0] for m, r in rec.items()} == dict(pools) and all(r[3] == 0 for r in rec.values()))
+                attributed = defaultdict(int)
+                for (m, _), (_, amount) in want.items():
+                    attributed[m] += amount
+                check(f"{name}: attributed and unattributed per market",
+                      all(rec[m][1] == attributed[m] and rec[m][2] == pools[m] - attributed[m] for m in pools))
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     sys.exit(0 if all(results) else 1)
 

@@ -88,6 +88,22 @@ pub struct Args {
     #[arg(long, env = "SP_SONGS")]
     pub songs: Option<PathBuf>,
 
+    /// Artist-centric weighting (Deezer-style) on top of the model: streams of an artist with at
+    /// least --artist-min-streams paid streams in the month from at least
+    /// --artist-min-listeners listeners weigh 2x, and a user's streams beyond
+    /// --user-monthly-cap in the month count proportionally less.
+    #[arg(long, env = "SP_ARTIST_CENTRIC")]
+    pub artist_centric: bool,
+
+    #[arg(long, env = "SP_ARTIST_MIN_STREAMS", default_value_t = 1000)]
+    pub artist_min_streams: u64,
+
+    #[arg(long, env = "SP_ARTIST_MIN_LISTENERS", default_value_t = 500)]
+    pub artist_min_listeners: u64,
+
+    #[arg(long, env = "SP_USER_MONTHLY_CAP", default_value_t = 1000)]
+    pub user_monthly_cap: u64,
+
     /// Engine of the joins and aggregations. Both give the same outputs.
     #[arg(long, env = "SP_ENGINE", value_enum, default_value = "datafusion")]
     pub engine: EngineKind,
@@ -109,8 +125,21 @@ pub struct Config {
     pub songs: Option<PathBuf>,
     pub engine: EngineKind,
     pub database_url: Option<Secret<String>>,
+    pub weighting: Option<ArtistCentric>,
     pub common: CommonConfig,
 }
+
+/// Artist-centric weighting thresholds (see [`Args::artist_centric`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtistCentric {
+    pub min_streams: u64,
+    pub min_listeners: u64,
+    pub user_cap: u64,
+}
+
+/// A stream's weight is counted in millionths: a user's streams past the monthly cap weigh
+/// `cap / total` each, which integer millionths hold to within one per (subscription, song).
+pub const WEIGHT_UNIT: i64 = 1_000_000;
 
 impl Args {
     pub fn validate(&self) -> Result<Config> {
@@ -126,6 +155,11 @@ impl Args {
             songs: self.songs.clone(),
             engine: self.engine,
             database_url: self.database_url.clone(),
+            weighting: self.artist_centric.then_some(ArtistCentric {
+                min_streams: self.artist_min_streams,
+                min_listeners: self.artist_min_listeners,
+                user_cap: self.user_monthly_cap.max(1),
+            }),
             common: self.common.validate()?,
         })
     }
@@ -386,9 +420,21 @@ impl Strings for arrow::array::ArrayRef {
 /// Attributed amounts and streams per (market, song).
 type SongTotals = BTreeMap<(Market, i64), (i64, i128)>;
 
-/// The streams of the month joined with the subscription active on their day, per `group`.
-fn streams_sql(month: &Month, group: &str) -> String {
-    format!(
+/// The streams of the month joined with the subscription active on their day, summed per
+/// `group` (subscription columns) and song, with each row's weight for the split: its streams,
+/// or with artist-centric weighting, per (subscription, song) `streams x boost x WEIGHT_UNIT x
+/// min(total, cap) / total` in integers (truncated), `total` being the user's streams of the month
+/// and `boost` 2 for an artist over both thresholds. The same text runs on DataFusion and
+/// PostgreSQL: every intermediate is cast to BIGINT so PostgreSQL divides integers too.
+fn streams_sql(month: &Month, group: &[&str], weighting: Option<ArtistCentric>) -> String {
+    let in_s = |prefix: &str| {
+        group
+            .iter()
+            .map(|c| format!("{prefix}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let head = format!(
         "WITH p AS (
            SELECT user_id, song_id, CAST(played_at AS DATE) AS d, COUNT(*) AS streams
            FROM plays
@@ -396,14 +442,62 @@ fn streams_sql(month: &Month, group: &str) -> String {
            GROUP BY user_id, song_id, CAST(played_at AS DATE)),
          s AS (
            SELECT subscription_id, user_id, country, currency, monthly_price, started_at, ended_at FROM subs
-           WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first}))
-         SELECT {group}, p.song_id, SUM(p.streams) AS streams
-         FROM p JOIN s ON p.user_id = s.user_id AND p.d >= s.started_at AND (s.ended_at IS NULL OR p.d < s.ended_at)
-         GROUP BY {group}, p.song_id
-         ORDER BY {group}, p.song_id",
+           WHERE monthly_price > 0 AND started_at < {next} AND (ended_at IS NULL OR ended_at > {first}))",
         min_ms = STREAM_MIN_MS,
         first = date_literal(month.first),
         next = date_literal(month.next),
+    );
+    let join = "FROM p JOIN s ON p.user_id = s.user_id AND p.d >= s.started_at \
+                AND (s.ended_at IS NULL OR p.d < s.ended_at)";
+    let Some(w) = weighting else {
+        let g = in_s("s");
+        return format!(
+            "{head}
+             SELECT {g}, p.song_id, SUM(p.streams) AS streams, SUM(p.streams) AS weight
+             {join}
+             GROUP BY {g}, p.song_id
+             ORDER BY {g}, p.song_id"
+        );
+    };
+    // ps: one row per (subscription, song), the grain at which weights are rounded.
+    let mut ps_cols: Vec<&str> = vec!["subscription_id", "user_id"];
+    ps_cols.extend(
+        group
+            .iter()
+            .filter(|c| !["subscription_id", "user_id"].contains(c)),
+    );
+    let (ps_s, g) = (
+        ps_cols
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        in_s("ps"),
+    );
+    format!(
+        "{head},
+         ps AS (
+           SELECT {ps_s}, p.song_id, CAST(SUM(p.streams) AS BIGINT) AS streams
+           {join}
+           GROUP BY {ps_s}, p.song_id),
+         ut AS (SELECT user_id, CAST(SUM(streams) AS BIGINT) AS total FROM ps GROUP BY user_id),
+         boosted AS (
+           SELECT c.artist_id FROM ps JOIN songs c ON c.song_id = ps.song_id
+           GROUP BY c.artist_id
+           HAVING SUM(ps.streams) >= {min_streams} AND COUNT(DISTINCT ps.user_id) >= {min_listeners})
+         SELECT {g}, ps.song_id, SUM(ps.streams) AS streams,
+                SUM(ps.streams * (CASE WHEN b.artist_id IS NULL THEN {unit} ELSE {double} END)
+                    * (CASE WHEN ut.total > {cap} THEN {cap} ELSE ut.total END) / ut.total) AS weight
+         FROM ps JOIN ut ON ut.user_id = ps.user_id
+           LEFT JOIN songs c ON c.song_id = ps.song_id
+           LEFT JOIN boosted b ON b.artist_id = c.artist_id
+         GROUP BY {g}, ps.song_id
+         ORDER BY {g}, ps.song_id",
+        min_streams = w.min_streams,
+        min_listeners = w.min_listeners,
+        cap = w.user_cap,
+        unit = WEIGHT_UNIT,
+        double = 2 * WEIGHT_UNIT,
     )
 }
 
@@ -412,30 +506,42 @@ async fn pro_rata(
     sql: &Sql<'_>,
     month: &Month,
     pools: &BTreeMap<Market, i128>,
+    weighting: Option<ArtistCentric>,
 ) -> Result<SongTotals> {
     let columns = [
         SUBSCRIPTION_COLUMNS[1].clone(),
         SUBSCRIPTION_COLUMNS[2].clone(),
         ("song_id", DataType::Int64),
         ("streams", DataType::Int64),
+        ("weight", DataType::Int64),
     ];
     let mut stream = sql
         .stream(
-            &streams_sql(month, "s.country, s.currency"),
+            &streams_sql(month, &["country", "currency"], weighting),
             schema(&columns),
         )
         .await?;
     let mut totals = SongTotals::new();
     let mut market: Option<Market> = None;
+    // (song, weight) for the split, and the song's streams beside it.
     let mut songs: Vec<(i64, u64)> = Vec::new();
-    let flush = |market: &Option<Market>, songs: &mut Vec<(i64, u64)>, totals: &mut SongTotals| {
+    let mut streams_of: Vec<i64> = Vec::new();
+    let flush = |market: &Option<Market>,
+                 songs: &mut Vec<(i64, u64)>,
+                 streams_of: &mut Vec<i64>,
+                 totals: &mut SongTotals| {
         if let Some(m) = market {
             let pool = pools.get(m).copied().unwrap_or(0);
-            for (&(song, streams), amount) in songs.iter().zip(allocate(pool, songs)) {
-                totals.insert((m.clone(), song), (streams as i64, amount));
+            for ((&(song, _), &streams), amount) in songs
+                .iter()
+                .zip(streams_of.iter())
+                .zip(allocate(pool, songs))
+            {
+                totals.insert((m.clone(), song), (streams, amount));
             }
         }
         songs.clear();
+        streams_of.clear();
     };
     while let Some(b) = stream.next().await.transpose()? {
         let (country, currency) = (
@@ -444,43 +550,59 @@ async fn pro_rata(
         );
         let song = b.column(2).as_primitive::<Int64Type>();
         let streams = b.column(3).as_primitive::<Int64Type>();
+        let weight = b.column(4).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let m = (country[i].clone(), currency[i].clone());
             if market.as_ref() != Some(&m) {
-                flush(&market, &mut songs, &mut totals);
+                flush(&market, &mut songs, &mut streams_of, &mut totals);
                 market = Some(m);
             }
-            songs.push((song.value(i), streams.value(i) as u64));
+            songs.push((song.value(i), weight.value(i) as u64));
+            streams_of.push(streams.value(i));
         }
     }
-    flush(&market, &mut songs, &mut totals);
+    flush(&market, &mut songs, &mut streams_of, &mut totals);
     Ok(totals)
 }
 
 /// User-centric: each subscription's revenue over its user's songs by streams.
-async fn user_centric(sql: &Sql<'_>, month: &Month) -> Result<SongTotals> {
-    let group =
-        "s.subscription_id, s.country, s.currency, s.monthly_price, s.started_at, s.ended_at";
+async fn user_centric(
+    sql: &Sql<'_>,
+    month: &Month,
+    weighting: Option<ArtistCentric>,
+) -> Result<SongTotals> {
+    let group: Vec<&str> = SUBSCRIPTION_COLUMNS.iter().map(|c| c.0).collect();
     let mut columns = SUBSCRIPTION_COLUMNS.to_vec();
-    columns.extend([("song_id", DataType::Int64), ("streams", DataType::Int64)]);
+    columns.extend([
+        ("song_id", DataType::Int64),
+        ("streams", DataType::Int64),
+        ("weight", DataType::Int64),
+    ]);
     let mut stream = sql
-        .stream(&streams_sql(month, group), schema(&columns))
+        .stream(&streams_sql(month, &group, weighting), schema(&columns))
         .await?;
     let mut totals = SongTotals::new();
-    // The subscription being split: (id, market, revenue) and its songs.
+    // The subscription being split: (id, market, revenue), its songs' weights and streams.
     let mut current: Option<(i64, Market, i128)> = None;
     let mut songs: Vec<(i64, u64)> = Vec::new();
+    let mut streams_of: Vec<i64> = Vec::new();
     let flush = |current: &Option<(i64, Market, i128)>,
                  songs: &mut Vec<(i64, u64)>,
+                 streams_of: &mut Vec<i64>,
                  totals: &mut SongTotals| {
         if let Some((_, m, revenue)) = current {
-            for (&(song, streams), amount) in songs.iter().zip(allocate(*revenue, songs)) {
+            for ((&(song, _), &streams), amount) in songs
+                .iter()
+                .zip(streams_of.iter())
+                .zip(allocate(*revenue, songs))
+            {
                 let e = totals.entry((m.clone(), song)).or_default();
-                e.0 += streams as i64;
+                e.0 += streams;
                 e.1 += amount;
             }
         }
         songs.clear();
+        streams_of.clear();
     };
     while let Some(b) = stream.next().await.transpose()? {
         let id = b.column(0).as_primitive::<Int64Type>();
@@ -493,9 +615,10 @@ async fn user_centric(sql: &Sql<'_>, month: &Month) -> Result<SongTotals> {
         let end = b.column(5).as_primitive::<Date32Type>();
         let song = b.column(6).as_primitive::<Int64Type>();
         let streams = b.column(7).as_primitive::<Int64Type>();
+        let weight = b.column(8).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             if current.as_ref().map(|c| c.0) != Some(id.value(i)) {
-                flush(&current, &mut songs, &mut totals);
+                flush(&current, &mut songs, &mut streams_of, &mut totals);
                 let days = month.active_days(start.value(i), end.is_valid(i).then(|| end.value(i)));
                 let revenue =
                     subscription_revenue(price.value(i), &currency[i], days, month.days());
@@ -505,10 +628,11 @@ async fn user_centric(sql: &Sql<'_>, month: &Month) -> Result<SongTotals> {
                     revenue,
                 ));
             }
-            songs.push((song.value(i), streams.value(i) as u64));
+            songs.push((song.value(i), weight.value(i) as u64));
+            streams_of.push(streams.value(i));
         }
     }
-    flush(&current, &mut songs, &mut totals);
+    flush(&current, &mut songs, &mut streams_of, &mut totals);
     Ok(totals)
 }
 
@@ -581,12 +705,13 @@ fn by_key(
 async fn attribute(
     sql: &Sql<'_>,
     model: Model,
+    weighting: Option<ArtistCentric>,
     month: &Month,
 ) -> Result<(BTreeMap<Market, i128>, SongTotals, HashMap<i64, (i64, i64)>)> {
     let pools = pools(sql, month).await?;
     let by_song = match model {
-        Model::ProRata => pro_rata(sql, month, &pools).await?,
-        Model::UserCentric => user_centric(sql, month).await?,
+        Model::ProRata => pro_rata(sql, month, &pools, weighting).await?,
+        Model::UserCentric => user_centric(sql, month, weighting).await?,
     };
     let catalog = catalog(sql).await?;
     Ok((pools, by_song, catalog))
@@ -682,7 +807,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         Some(pg) => Sql::Postgres(pg),
         None => Sql::DataFusion(&ctx),
     };
-    let attributed = Box::pin(attribute(&sql, cfg.model, &month)).await;
+    let attributed = Box::pin(attribute(&sql, cfg.model, cfg.weighting, &month)).await;
     if let Some(pg) = pg {
         pg.close().await;
     }
@@ -793,6 +918,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let attributed_total: i128 = attributed.values().sum();
     meter.set("markets", markets.len());
     meter.set("model", format!("{:?}", cfg.model));
+    meter.set("artist_centric", cfg.weighting.is_some());
     tracing::info!(markets = markets.len(), songs = by_song.len(), "attributed");
     Ok(Outcome {
         outputs,

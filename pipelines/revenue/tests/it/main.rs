@@ -346,9 +346,25 @@ async fn the_postgres_engine_gives_the_same_bytes_as_datafusion() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         make(a.path());
         make(b.path());
-        for model in ["pro-rata", "user-centric"] {
-            let df = attribute(a.path(), model).await;
-            let pg = attribute_with(b.path(), model, &pg_args).await;
+        // Plain, and artist-centric with thresholds this small month crosses.
+        let ac = [
+            "--artist-centric",
+            "--artist-min-streams",
+            "40",
+            "--artist-min-listeners",
+            "20",
+            "--user-monthly-cap",
+            "10",
+        ];
+        for (model, weighting) in [
+            ("pro-rata", &[][..]),
+            ("user-centric", &[][..]),
+            ("pro-rata", &ac[..]),
+            ("user-centric", &ac[..]),
+        ] {
+            let df = attribute_with(a.path(), model, weighting).await;
+            let pg_flags: Vec<&str> = pg_args.iter().chain(weighting).copied().collect();
+            let pg = attribute_with(b.path(), model, &pg_flags).await;
             assert_eq!(
                 (df.pool_minor_units, df.attributed_minor_units, df.songs),
                 (pg.pool_minor_units, pg.attributed_minor_units, pg.songs),
