@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync lint fmt clean
+.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
 
 all: build
 
@@ -30,6 +30,10 @@ run: build
 	  $(BIN)/metadata-sync --date $(DEMO_DATE) --data-root $(DATA) --api-token demo-token --rate 900 --burst 20
 	@echo "== play-counts $(DEMO_DATE)"
 	$(BIN)/play-counts --date $(DEMO_DATE) --data-root $(DATA) --input $(DATA)/exports/plays-$(DEMO_DATE).csv
+	@echo "== play-ingest: the same day as Kafka events (a local tansu broker) -> $(DATA)/streamed/plays/"
+	scripts/with-broker.sh sh -c '$(BIN)/datagen --date $(DEMO_DATE) --data-root $(DATA)/streamed --plays 200000 --users 20000 \
+	    --songs 5000 --bad-rows 0.0005 --datasets songs --to-kafka && \
+	  $(BIN)/play-ingest --until-caught-up --date $(DEMO_DATE) --data-root $(DATA)/streamed'
 	@echo "== ab-analytics $(DEMO_DATE)"
 	$(BIN)/ab-analytics --date $(DEMO_DATE) --data-root $(DATA)
 	@echo "== recommend $(DEMO_DATE)"
@@ -45,9 +49,10 @@ run: build
 
 test: test-rust test-e2e test-dags
 
-# PostgreSQL tests run against DATABASE_URL, or a server scripts/postgres.sh finds or starts.
+# PostgreSQL tests run against DATABASE_URL, or a server scripts/postgres.sh finds or starts; Kafka
+# tests start their own tansu broker from the binary scripts/tansu.sh fetches (SP_TANSU_BIN).
 test-rust:
-	@export DATABASE_URL=$$(scripts/postgres.sh) && \
+	@export DATABASE_URL=$$(scripts/postgres.sh) && export SP_TANSU_BIN=$$(scripts/tansu.sh) && \
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run $(CARGO_FLAGS) --no-fail-fast; \
 	else \
@@ -55,7 +60,8 @@ test-rust:
 	fi
 
 test-e2e: build
-	@export DATABASE_URL=$$(scripts/postgres.sh) && PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
+	@export DATABASE_URL=$$(scripts/postgres.sh) && export SP_TANSU_BIN=$$(scripts/tansu.sh) && PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
+	  && scripts/with-broker.sh $$PY tests/e2e/kafka_path_vs_csv.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
@@ -65,7 +71,7 @@ test-e2e: build
 test-dags:
 	@PY=$$(scripts/airflow-env.sh) && $$PY tests/dags/test_streampulse_daily.py
 
-bench: bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync
+bench: bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest
 
 bench-play-counts: build
 	bench/play_counts.sh
@@ -81,6 +87,9 @@ bench-revenue: build
 
 bench-metadata-sync: build
 	bench/metadata_sync.sh
+
+bench-play-ingest: build
+	bench/play_ingest.sh
 
 lint:
 	cargo fmt --all --check

@@ -60,6 +60,13 @@ pub enum Error {
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
+    /// The Kafka broker, with what we were doing when it failed.
+    #[error("kafka, {context}: {source}")]
+    Kafka {
+        context: String,
+        source: rdkafka::error::KafkaError,
+    },
+
     // --- libraries: usually a bug or a resource problem ---------------------------------------------
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -98,6 +105,7 @@ impl Error {
             Error::Database(e) => database_exit_code(e),
             Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => database_exit_code(e),
             Error::Migrate(_) => ExitCode::Internal,
+            Error::Kafka { source, .. } => crate::kafka::exit_code(source),
             Error::DataFusion(e) => match e.find_root() {
                 datafusion::error::DataFusionError::ResourcesExhausted(_) => ExitCode::TempFail,
                 datafusion::error::DataFusionError::IoError(io) => io_exit_code(io),

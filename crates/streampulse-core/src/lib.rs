@@ -20,6 +20,7 @@ pub mod csv;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod kafka;
 pub mod location;
 pub mod money;
 pub mod output;

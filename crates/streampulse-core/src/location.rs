@@ -193,6 +193,63 @@ impl DataRoot {
         Ok(values)
     }
 
+    /// The names of the files directly in `<root>/<rel_dir>/` (none when it does not exist),
+    /// sorted; hidden files (temporaries of unfinished writes) are left out.
+    pub async fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        match self {
+            DataRoot::Local(root) => {
+                let dir = root.join(rel_dir);
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    Err(e) => return Err(Error::io(dir, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    if let Some(n) = entry.file_name().to_str()
+                        && entry.path().is_file()
+                    {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+            DataRoot::ObjectStore { store, prefix, .. } => {
+                let mut base = prefix.clone();
+                for part in rel_dir.split('/').filter(|p| !p.is_empty()) {
+                    base = base.join(part);
+                }
+                let listing = store.list_with_delimiter(Some(&base)).await?;
+                names.extend(
+                    listing
+                        .objects
+                        .iter()
+                        .filter_map(|o| o.location.filename().map(String::from)),
+                );
+            }
+        }
+        names.retain(|n| !n.starts_with('.'));
+        names.sort();
+        Ok(names)
+    }
+
+    /// The bytes of `<root>/<rel>`.
+    pub async fn read_file(&self, rel: &str) -> Result<Vec<u8>> {
+        match self {
+            DataRoot::Local(root) => {
+                let path = root.join(rel);
+                std::fs::read(&path).map_err(|e| Error::io(&path, e))
+            }
+            DataRoot::ObjectStore { store, prefix, .. } => {
+                let mut src = prefix.clone();
+                for part in rel.split('/') {
+                    src = src.join(part);
+                }
+                Ok(store.get(&src).await?.bytes().await?.to_vec())
+            }
+        }
+    }
+
     /// Publishes a fully written local staging directory as `<dataset>/<partition>/`, replacing
     /// whatever the partition held before.
     pub async fn publish_partition(

@@ -56,7 +56,8 @@ impl Drop for StagedPartition {
     }
 }
 
-fn writer_properties() -> WriterProperties {
+/// The Parquet settings of every file we write (zstd, row groups of `ROW_GROUP_ROWS`).
+pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))

@@ -24,12 +24,50 @@ impl ExitStatus for crate::error::PipelineError {
     }
 }
 
-/// Runs `body` for one logical date and returns the exit code for `main`.
+/// Runs `body` for one logical date and returns the exit code for `main`. A signal drops the
+/// body (nothing is published: publishing is a run's last step) and exits 75.
 pub fn execute<T, E>(
     pipeline: &str,
     logical_date: &str,
     cfg: &CommonConfig,
     body: impl AsyncFnOnce(&mut RunMeter) -> Result<T, E>,
+) -> ExitCode
+where
+    T: serde::Serialize,
+    E: ExitStatus,
+{
+    run(pipeline, logical_date, cfg, None, async |meter, _stop| {
+        body(meter).await
+    })
+}
+
+/// Like [`execute`] for a body that stops itself: a signal flips the watch it is given, and the
+/// body finishes its work in hand (a consumer flushing and committing) and returns normally.
+pub fn execute_graceful<T, E>(
+    pipeline: &str,
+    logical_date: &str,
+    cfg: &CommonConfig,
+    body: impl AsyncFnOnce(&mut RunMeter, tokio::sync::watch::Receiver<bool>) -> Result<T, E>,
+) -> ExitCode
+where
+    T: serde::Serialize,
+    E: ExitStatus,
+{
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    run(pipeline, logical_date, cfg, Some((tx, rx)), body)
+}
+
+type StopChannel = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<bool>,
+);
+
+fn run<T, E>(
+    pipeline: &str,
+    logical_date: &str,
+    cfg: &CommonConfig,
+    graceful: Option<StopChannel>,
+    body: impl AsyncFnOnce(&mut RunMeter, tokio::sync::watch::Receiver<bool>) -> Result<T, E>,
 ) -> ExitCode
 where
     T: serde::Serialize,
@@ -52,9 +90,24 @@ where
         let span = telemetry::run_span(pipeline, logical_date, &meter.run_id);
         let _enter = span.enter();
         tracing::info!(config = ?cfg, "starting");
-        let result = tokio::select! {
-            r = body(&mut meter) => r.map_err(|e| (e.exit_code(), e.to_string())),
-            _ = shutdown::signal() => Err((ExitCode::TempFail, "interrupted by a signal; nothing was published".to_string())),
+        let result = match graceful {
+            None => {
+                let (_tx, rx) = tokio::sync::watch::channel(false);
+                tokio::select! {
+                    r = body(&mut meter, rx) => r.map_err(|e| (e.exit_code(), e.to_string())),
+                    _ = shutdown::signal() => Err((ExitCode::TempFail, "interrupted by a signal; nothing was published".to_string())),
+                }
+            }
+            Some((tx, rx)) => {
+                tokio::spawn(async move {
+                    shutdown::signal().await;
+                    tracing::info!("signal received: finishing the work in hand");
+                    let _ = tx.send(true);
+                });
+                body(&mut meter, rx)
+                    .await
+                    .map_err(|e| (e.exit_code(), e.to_string()))
+            }
         };
         let (code, outputs, error) = match result {
             Ok(outputs) => (ExitCode::Ok, serde_json::to_value(&outputs).unwrap_or_default(), None),

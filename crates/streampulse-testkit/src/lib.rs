@@ -12,6 +12,7 @@ pub mod alias;
 pub mod catalog;
 pub mod dims;
 pub mod golden;
+pub mod kafka;
 pub mod others;
 pub mod pg;
 pub mod plays;

@@ -266,6 +266,58 @@ impl PlaysChunk {
         }
     }
 
+    /// Row `i` as the JSON play event of the `plays` topic (the plays columns, `played_at` as in
+    /// the export), written malformed when the row is a bad one: the shapes broken clients send.
+    pub fn write_json_event(&self, i: usize, out: &mut Vec<u8>) {
+        let mut ib = itoa::Buffer::new();
+        let start = out.len();
+        let mut int = |out: &mut Vec<u8>, name: &str, v: i64| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(ib.format(v).as_bytes());
+        };
+        int(out, "{\"play_id\":", self.play_id[i]);
+        int(out, ",\"user_id\":", self.user_id[i]);
+        out.extend_from_slice(b",\"session_id\":\"");
+        write_hex32(out, self.session[i], self.user_id[i] as u64);
+        int(out, "\",\"song_id\":", self.song_id[i]);
+        int(out, ",\"artist_id\":", self.artist_id[i]);
+        int(out, ",\"album_id\":", self.album_id[i]);
+        out.extend_from_slice(b",\"played_at\":\"");
+        write_timestamp(out, self.played_at[i]);
+        int(out, "\",\"ms_played\":", self.ms_played[i] as i64);
+        int(out, ",\"track_ms\":", self.track_ms[i] as i64);
+        for (name, v) in [
+            ("platform", PLATFORMS[self.platform[i] as usize].0),
+            ("country", MARKETS[self.country[i] as usize].0),
+            ("source", SOURCES[self.source[i] as usize].0),
+        ] {
+            let _ = write!(out, ",\"{name}\":\"{v}\"");
+        }
+        let _ = write!(
+            out,
+            ",\"shuffle\":{},\"offline\":{},\"client_version\":\"8.{}.{}\"}}",
+            self.shuffle[i],
+            self.offline[i],
+            6 + self.client_version[i] / 10,
+            self.client_version[i] % 10
+        );
+        if let Some(kind) = self.bad[i] {
+            let event = String::from_utf8_lossy(&out[start..]).into_owned();
+            out.truncate(start);
+            let broken = match kind {
+                0 => event[..event.len() / 2].to_string(), // cut off mid-message
+                1 => event
+                    .replacen("\"play_id\":", "\"play_id\":\"p-", 1)
+                    .replacen(",\"user_id\"", "\",\"user_id\"", 1), // a string id
+                2 => event.replacen("\"played_at\":\"", "\"played_at\":\"yesterday ", 1),
+                3 => event.replacen("\"ms_played\":", "\"ms_played_v2\":", 1), // a renamed field
+                4 => event.replacen("\"ms_played\":", "\"ms_played\":\"\",\"ms\":", 1), // empty
+                _ => "not json".to_string(),
+            };
+            out.extend_from_slice(broken.as_bytes());
+        }
+    }
+
     /// The well-formed rows as an Arrow batch of the plays schema.
     pub fn to_batch(&self) -> RecordBatch {
         let keep: Vec<usize> = (0..self.len()).filter(|&i| self.bad[i].is_none()).collect();

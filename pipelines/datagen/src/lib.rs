@@ -2,12 +2,18 @@
 //! a seed. A thin command-line shell over [`streampulse_testkit::generate`], plus a run record
 //! (throughput) like every pipeline.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chrono::NaiveDate;
 use streampulse_core::config::{CommonArgs, CommonConfig};
 use streampulse_core::exit::EXIT_CODES_HELP;
+use streampulse_core::kafka::{PublishArgs, Publisher};
 use streampulse_core::location::DataRoot;
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::{Error, Result};
+use streampulse_testkit::catalog::Catalog;
+use streampulse_testkit::plays::{PlaysModel, PlaysSpec};
 use streampulse_testkit::{Dataset, GenConfig, GenSummary};
 
 pub const PIPELINE: &str = "datagen";
@@ -48,9 +54,23 @@ pub struct Args {
     pub late_share: f64,
 
     /// Datasets to write, comma separated: plays-csv, plays, songs, song_embeddings,
-    /// user_features, subscriptions, experiments (default: all).
+    /// user_features, subscriptions, experiments (default: all; with --to-kafka, all but the
+    /// plays files).
     #[arg(long, env = "SP_DATASETS", value_delimiter = ',')]
     pub datasets: Vec<String>,
+
+    /// Produce the day's plays to the Kafka topic --topic (one JSON event per play, key =
+    /// user_id; --bad-rows makes malformed events) instead of writing the plays files. Needs
+    /// --kafka-brokers.
+    #[arg(long, env = "SP_TO_KAFKA")]
+    pub to_kafka: bool,
+
+    /// The topic --to-kafka produces to.
+    #[arg(long, env = "SP_PLAYS_TOPIC", default_value = "plays")]
+    pub topic: String,
+
+    #[command(flatten)]
+    pub kafka: PublishArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -59,6 +79,8 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub gen_config: GenConfig,
+    /// Brokers, topic and delivery timeout when the plays go to Kafka.
+    pub to_kafka: Option<(String, String, Duration)>,
     pub common: CommonConfig,
 }
 
@@ -85,8 +107,20 @@ impl Args {
                 "--users and --songs must be at least 1".into(),
             ));
         }
+        let to_kafka = match (self.to_kafka, self.kafka.validate()?) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(Error::Config("--to-kafka needs --kafka-brokers".into()));
+            }
+            (true, Some((brokers, timeout))) => Some((brokers, self.topic.clone(), timeout)),
+        };
         let datasets = if self.datasets.is_empty() {
-            Dataset::ALL.to_vec()
+            Dataset::ALL
+                .into_iter()
+                .filter(|d| {
+                    to_kafka.is_none() || !matches!(d, Dataset::PlaysCsv | Dataset::PlaysParquet)
+                })
+                .collect()
         } else {
             self.datasets
                 .iter()
@@ -108,6 +142,7 @@ impl Args {
                 late_share: self.late_share,
                 datasets,
             },
+            to_kafka,
             common,
         })
     }
@@ -156,6 +191,21 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
+    if let Some((brokers, topic, timeout)) = &cfg.to_kafka {
+        let sent = produce_plays(cfg, brokers, topic, *timeout).await?;
+        meter.rows_out += sent.plays;
+        meter.set("kafka_messages", sent.plays);
+        meter.set("kafka_bytes", sent.bytes);
+        meter.set("kafka_seconds", sent.seconds);
+        meter.set("bad_events", sent.bad);
+        tracing::info!(
+            topic = %topic,
+            messages = sent.plays,
+            mb = sent.bytes >> 20,
+            seconds = format!("{:.1}", sent.seconds),
+            "plays produced"
+        );
+    }
     meter.set("bad_rows", summary.bad_rows);
     meter.set("late_plays", summary.late_plays);
     meter.set("csv_bytes", summary.csv_bytes);
@@ -163,4 +213,109 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
         tracing::info!(file = %f.display(), "written");
     }
     Ok(summary)
+}
+
+/// What `--to-kafka` produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub plays: u64,
+    pub bytes: u64,
+    pub bad: u64,
+    pub seconds: f64,
+}
+
+/// One generated chunk as messages: payloads back to back, their ends, their keys.
+struct EncodedChunk {
+    payloads: Vec<u8>,
+    ends: Vec<usize>,
+    users: Vec<i64>,
+    bad: u64,
+}
+
+/// Produces the day's plays (the same plays the files would hold, bad rows as malformed events)
+/// to `topic`, keyed by user_id (decimal text). Chunks are generated on the rayon pool a few at a time while the
+/// previous ones are sent, so memory stays at a few chunks whatever the day's size.
+pub async fn produce_plays(
+    cfg: &Config,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Produced> {
+    use rayon::prelude::*;
+    let started = std::time::Instant::now();
+    let mut publisher = Publisher::connect(brokers, topic, PIPELINE, timeout).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<EncodedChunk>(4);
+    let (gen_cfg, threads) = (cfg.gen_config.clone(), cfg.common.threads);
+    let generator = tokio::task::spawn_blocking(move || -> Result<()> {
+        let catalog = Arc::new(Catalog::generate(
+            gen_cfg.seed,
+            gen_cfg.songs as usize,
+            gen_cfg.date,
+        ));
+        let model = PlaysModel::new(
+            PlaysSpec {
+                date: gen_cfg.date,
+                seed: gen_cfg.seed,
+                plays: gen_cfg.plays,
+                users: gen_cfg.users,
+                bad_rows: gen_cfg.bad_rows,
+                late_share: gen_cfg.late_share,
+            },
+            catalog,
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
+        let chunks: Vec<usize> = (0..model.chunks()).collect();
+        for window in chunks.chunks(threads.max(1)) {
+            let encoded: Vec<EncodedChunk> = pool.install(|| {
+                window
+                    .par_iter()
+                    .map(|&c| {
+                        let chunk = model.chunk(c);
+                        let mut out = EncodedChunk {
+                            payloads: Vec::with_capacity(chunk.len() * 400),
+                            ends: Vec::with_capacity(chunk.len()),
+                            users: chunk.user_id.clone(),
+                            bad: chunk.bad.iter().filter(|b| b.is_some()).count() as u64,
+                        };
+                        for i in 0..chunk.len() {
+                            chunk.write_json_event(i, &mut out.payloads);
+                            out.ends.push(out.payloads.len());
+                        }
+                        out
+                    })
+                    .collect()
+            });
+            for e in encoded {
+                if tx.blocking_send(e).is_err() {
+                    return Ok(()); // the sender failed; its error is the one reported
+                }
+            }
+        }
+        Ok(())
+    });
+    let mut bad = 0;
+    let mut key = itoa::Buffer::new();
+    while let Some(chunk) = rx.recv().await {
+        bad += chunk.bad;
+        let mut start = 0;
+        for (end, user) in chunk.ends.iter().zip(&chunk.users) {
+            publisher
+                .send(key.format(*user).as_bytes(), &chunk.payloads[start..*end])
+                .await?;
+            start = *end;
+        }
+    }
+    generator
+        .await
+        .map_err(|e| Error::Internal(format!("generator task failed: {e}")))??;
+    let (plays, bytes) = publisher.finish().await?;
+    Ok(Produced {
+        plays,
+        bytes,
+        bad,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use streampulse_core::config::{CommonArgs, CommonConfig, Secret};
+use streampulse_core::error::PipelineError;
 use streampulse_core::exit::EXIT_CODES_HELP;
+use streampulse_core::kafka::{Destination, PublishArgs, Publisher};
 use streampulse_core::location::Partition;
 use streampulse_core::output::write_partition;
 use streampulse_core::run_record::RunMeter;
@@ -106,6 +108,14 @@ pub struct Args {
     #[arg(long, env = "SP_SYNC_USER_AGENT", default_value = concat!("streampulse-metadata-sync/", env!("CARGO_PKG_VERSION"), " (+https://example.invalid/streampulse; data-platform@streampulse.example)"))]
     pub user_agent: String,
 
+    /// With --kafka-brokers, each song this run inserted or changed also goes to this topic,
+    /// keyed by song_id.
+    #[arg(long, env = "SP_SONGS_CHANGED_TOPIC", default_value = "songs.changed")]
+    pub songs_changed_topic: String,
+
+    #[command(flatten)]
+    pub kafka: PublishArgs,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -116,6 +126,8 @@ pub struct Config {
     pub client: ClientConfig,
     pub database_url: Secret<String>,
     pub sync: SyncOptions,
+    /// Where changed songs are also published, with --kafka-brokers.
+    pub kafka: Option<Destination>,
     pub common: CommonConfig,
 }
 
@@ -190,6 +202,7 @@ impl Args {
                 batch_size: positive("--batch-size", self.batch_size)?,
                 window: concurrency * 4,
             },
+            kafka: self.kafka.destination(&self.songs_changed_topic)?,
             common,
         })
     }
@@ -237,7 +250,17 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let catalog_songs = staged.rows;
     meter.rows_out = staged.rows;
     meter.bytes_out = staged.bytes;
+    // The snapshot is published whatever happens to Kafka; a Kafka failure then fails the run.
+    let published = match &cfg.kafka {
+        Some(dest) => Some(publish_changed(dest, &staged.dir, &stats.changed_ids).await),
+        None => None,
+    };
     let snapshot = staged.publish(root).await?;
+    if let Some(result) = published {
+        let (messages, bytes) = result?;
+        meter.set("kafka_messages", messages);
+        meter.set("kafka_bytes", bytes);
+    }
     meter.set("changed", stats.changed);
     meter.set("not_modified", stats.not_modified);
     meter.set("transactions", stats.transactions);
@@ -247,4 +270,39 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         backend: db.backend(),
         sync: stats,
     })
+}
+
+/// Sends each song of `changed` (as in the snapshot just written) to the destination topic,
+/// keyed by song_id, as a JSON object of the songs dataset's columns.
+///
+/// A run killed after committing some batches does not publish those batches' songs (the rerun
+/// finds them unchanged); the day's snapshot has them either way.
+async fn publish_changed(
+    dest: &Destination,
+    snapshot_dir: &std::path::Path,
+    changed: &[i64],
+) -> Result<(u64, u64)> {
+    let mut publisher =
+        Publisher::connect(&dest.brokers, &dest.topic, PIPELINE, dest.timeout).await?;
+    if !changed.is_empty() {
+        let wanted: std::collections::HashSet<i64> = changed.iter().copied().collect();
+        let dir = snapshot_dir.to_path_buf();
+        let songs =
+            tokio::task::spawn_blocking(move || streampulse_core::songs::read_parquet(&dir))
+                .await
+                .map_err(|e| {
+                    Error::Pipeline(PipelineError::Internal(format!(
+                        "reading the snapshot: {e}"
+                    )))
+                })??;
+        for song in songs.iter().filter(|s| wanted.contains(&s.song_id)) {
+            let payload = serde_json::to_vec(song).map_err(streampulse_core::Error::from)?;
+            publisher
+                .send(song.song_id.to_string().as_bytes(), &payload)
+                .await?;
+        }
+    }
+    let (messages, bytes) = publisher.finish().await?;
+    tracing::info!(topic = %dest.topic, messages, "changed songs published to Kafka");
+    Ok((messages, bytes))
 }

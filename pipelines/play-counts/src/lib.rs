@@ -33,6 +33,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
 use streampulse_core::config::{CommonArgs, CommonConfig};
 use streampulse_core::csv::{CsvDecoder, CsvOptions};
+use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::{DataRoot, Partition};
 use streampulse_core::output::{StagedPartition, write_partition};
 use streampulse_core::rejects::RejectSink;
@@ -85,6 +86,14 @@ pub struct Args {
     #[arg(long, env = "SP_CHART_LOOKBACK_DAYS", default_value_t = 400)]
     pub chart_lookback_days: u32,
 
+    /// With --kafka-brokers, the day's charts also go to this topic, one message per chart
+    /// entry keyed by scope.
+    #[arg(long, env = "SP_CHARTS_TOPIC", default_value = "charts.daily")]
+    pub charts_topic: String,
+
+    #[command(flatten)]
+    pub kafka: PublishArgs,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -98,6 +107,8 @@ pub struct Config {
     pub cap_counts: bool,
     pub chart_size: u32,
     pub chart_lookback_days: u32,
+    /// Where the charts are also published, with --kafka-brokers.
+    pub kafka: Option<Destination>,
     pub common: CommonConfig,
 }
 
@@ -114,6 +125,7 @@ impl Args {
             cap_counts: self.cap_counts,
             chart_size: self.chart_size,
             chart_lookback_days: self.chart_lookback_days,
+            kafka: self.kafka.destination(&self.charts_topic)?,
             common: self.common.validate()?,
         })
     }
@@ -127,6 +139,9 @@ pub struct Outcome {
     pub song_rows: u64,
     pub artist_rows: u64,
     pub chart_rows: u64,
+    /// Chart messages published to Kafka (with --kafka-brokers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_messages: Option<u64>,
 }
 
 /// Counters shared with the input producer (which runs on a blocking thread).
@@ -619,6 +634,20 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         song_rows: 0,
         artist_rows: 0,
         chart_rows: 0,
+        kafka_messages: None,
+    };
+    // Parquet outputs are published whatever happens to Kafka; a Kafka failure then fails the run.
+    let published = match (&cfg.kafka, staged.iter().find(|s| s.dataset == "charts")) {
+        (Some(dest), Some(charts)) => {
+            // One message per chart entry, keyed by scope (`global` or a country code).
+            let shape = RowMessages {
+                key: "scope".into(),
+                group: false,
+                extra: vec![],
+            };
+            Some(publish_dataset(dest, PIPELINE, &charts.dir, &shape).await)
+        }
+        _ => None,
     };
     for s in staged {
         meter.rows_out += s.rows;
@@ -634,6 +663,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.set("artist_rows", outcome.artist_rows);
     meter.set("chart_rows", outcome.chart_rows);
     meter.set("pool_bytes", pool);
+    if let Some(result) = published {
+        let (messages, bytes) = result?;
+        meter.set("kafka_messages", messages);
+        meter.set("kafka_bytes", bytes);
+        outcome.kafka_messages = Some(messages);
+    }
     Ok(outcome)
 }
 

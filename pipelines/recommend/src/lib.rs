@@ -30,6 +30,7 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use futures::StreamExt;
 use rayon::prelude::*;
 use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
 use streampulse_core::output::write_partition;
 use streampulse_core::rejects::RejectSink;
@@ -121,6 +122,18 @@ pub struct Args {
     #[arg(long, env = "SP_SONG_EMBEDDINGS")]
     pub song_embeddings: Option<PathBuf>,
 
+    /// With --kafka-brokers, each user's list also goes to this topic: one message per user,
+    /// keyed by user_id.
+    #[arg(
+        long,
+        env = "SP_RECOMMENDATIONS_TOPIC",
+        default_value = "recommendations"
+    )]
+    pub recommendations_topic: String,
+
+    #[command(flatten)]
+    pub kafka: PublishArgs,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -134,6 +147,8 @@ pub struct Config {
     pub block_users: usize,
     pub user_features: Option<PathBuf>,
     pub song_embeddings: Option<PathBuf>,
+    /// Where the lists are also published, with --kafka-brokers.
+    pub kafka: Option<Destination>,
     pub common: CommonConfig,
 }
 
@@ -155,6 +170,7 @@ impl Args {
             block_users: self.block_users,
             user_features: self.user_features.clone(),
             song_embeddings: self.song_embeddings.clone(),
+            kafka: self.kafka.destination(&self.recommendations_topic)?,
             common: self.common.validate()?,
         })
     }
@@ -164,6 +180,9 @@ impl Args {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
     pub outputs: Vec<String>,
+    /// User lists published to Kafka (with --kafka-brokers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_messages: Option<u64>,
     pub rejects: Option<String>,
     pub users: u64,
     pub songs: u64,
@@ -459,6 +478,18 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         "scored"
     );
 
+    // Parquet outputs are published whatever happens to Kafka; a Kafka failure then fails the run.
+    let published = match &cfg.kafka {
+        Some(dest) => {
+            let shape = RowMessages {
+                key: "user_id".into(),
+                group: true,
+                extra: vec![("date".into(), cfg.date.to_string().into())],
+            };
+            Some(publish_dataset(dest, PIPELINE, &staged.dir, &shape).await)
+        }
+        None => None,
+    };
     let outputs = if cfg.shard == Shard::ALL {
         vec![staged.publish(&common.data_root).await?]
     } else {
@@ -483,8 +514,18 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             })
             .await?
     };
+    let kafka_messages = match published {
+        Some(result) => {
+            let (messages, bytes) = result?;
+            meter.set("kafka_messages", messages);
+            meter.set("kafka_bytes", bytes);
+            Some(messages)
+        }
+        None => None,
+    };
     Ok(Outcome {
         outputs,
+        kafka_messages,
         rejects: (rejected > 0).then_some(rejects_at),
         users: progress.users,
         songs: catalog.len() as u64,

@@ -409,3 +409,59 @@ async fn an_unreachable_api_is_unavailable() {
     .unwrap_err();
     assert_eq!(err.exit_code() as u8, 69, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_songs_go_to_kafka_keyed_by_song_id() {
+    let Some(b) = streampulse_testkit::kafka::broker() else {
+        return;
+    };
+    let topic = streampulse_testkit::kafka::unique("songs-changed");
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let kafka = [
+        "--kafka-brokers",
+        &b.brokers,
+        "--songs-changed-topic",
+        &topic,
+    ];
+    let first = catalog(120, 5);
+    let api = Api::start(first.clone(), calm()).await;
+    let out = sync(dir.path(), &api.server.url, &db, &kafka)
+        .await
+        .unwrap();
+    assert_eq!(out.sync.changed, 120);
+    api.stop().await;
+    let read = |messages: Vec<(String, serde_json::Value)>| -> Vec<SongRecord> {
+        messages
+            .into_iter()
+            .map(|(key, m)| {
+                let song: SongRecord = serde_json::from_value(m).unwrap();
+                assert_eq!(key, song.song_id.to_string());
+                song
+            })
+            .collect()
+    };
+    let published = read(streampulse_testkit::kafka::consume_all(&b.brokers, &topic));
+    assert_eq!(by_id(published), by_id(first.clone()));
+
+    // Ten songs change: only they are published again.
+    let mut second = first.clone();
+    let latest = first.iter().map(|s| s.updated_at).max().unwrap();
+    for s in second.iter_mut().take(10) {
+        s.title = format!("{} (live)", s.title);
+        s.updated_at = latest + chrono::Duration::seconds(1);
+    }
+    let api = Api::start(second.clone(), calm()).await;
+    let inc = sync(dir.path(), &api.server.url, &db, &kafka)
+        .await
+        .unwrap();
+    assert_eq!(inc.sync.changed, 10);
+    api.stop().await;
+    let all = read(streampulse_testkit::kafka::consume_all(&b.brokers, &topic));
+    assert_eq!(all.len(), 130);
+    let changed: Vec<SongRecord> = all
+        .into_iter()
+        .filter(|s| s.title.ends_with("(live)"))
+        .collect();
+    assert_eq!(by_id(changed), by_id(second[..10].to_vec()));
+}

@@ -4,6 +4,7 @@
 
 mod charts;
 mod inputs;
+mod kafka;
 
 use std::path::Path;
 

@@ -384,3 +384,45 @@ async fn unsorted_users_with_exclusions_are_sorted_first_and_give_the_same_rows(
         .unwrap();
     assert_eq!(recommendations(unsorted.path()), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_users_list_goes_to_kafka_as_one_message_keyed_by_user() {
+    let Some(b) = streampulse_testkit::kafka::broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    generated(dir.path(), 300, 200, 1_000);
+    let topic = streampulse_testkit::kafka::unique("recommendations");
+    let out = recommend(
+        dir.path(),
+        &[
+            "--k",
+            "5",
+            "--kafka-brokers",
+            &b.brokers,
+            "--recommendations-topic",
+            &topic,
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.kafka_messages, Some(out.users));
+    let want = recommendations(dir.path());
+    let messages = streampulse_testkit::kafka::consume_all(&b.brokers, &topic);
+    assert_eq!(messages.len(), want.len());
+    for (key, m) in &messages {
+        let user: i64 = key.parse().unwrap();
+        assert_eq!(m["user_id"], user);
+        assert_eq!(m["date"], DATE);
+        let items = m["items"].as_array().unwrap();
+        let got: Vec<(i64, i64)> = items
+            .iter()
+            .map(|i| (i["rank"].as_i64().unwrap(), i["song_id"].as_i64().unwrap()))
+            .collect();
+        let expected: Vec<(i64, i64)> = want[&user]
+            .iter()
+            .map(|(r, s, _)| (*r as i64, *s))
+            .collect();
+        assert_eq!(got, expected, "user {user}");
+    }
+}
