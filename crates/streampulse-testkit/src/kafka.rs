@@ -3,7 +3,7 @@
 //! a second, so each test gets its own broker and nothing leaks between tests. Outside CI a missing
 //! `SP_TANSU_BIN` skips the test with a note; with `CI` set it fails it.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,11 +28,8 @@ pub fn broker() -> Option<Broker> {
             return None;
         }
     };
-    // Ask the OS for a free port, then hand it to the broker (a tiny race, fine for tests).
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free local port");
+    // A free port handed to the broker (a tiny race, fine for tests).
+    let port = crate::free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(&bin)
         .args([

@@ -112,6 +112,15 @@ pub struct GenSummary {
     pub files: Vec<PathBuf>,
 }
 
+/// A local TCP port nobody listens on (the OS picked it free a moment ago): for a broker or
+/// server a test starts, or for a test of what happens when nothing answers.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free local port")
+}
+
 /// The path of the CSV export of `date` under `root` (where play-counts looks without --input).
 pub fn export_path(root: &Path, date: NaiveDate) -> PathBuf {
     root.join("exports")

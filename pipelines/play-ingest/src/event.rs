@@ -16,12 +16,42 @@ use serde::Deserialize;
 use streampulse_core::csv::parse_timestamp_ms;
 use streampulse_core::schema::{PLAYS, PLAYS_COLUMNS};
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `played_at` as sent: text or epoch milliseconds. Deserialized by hand rather than as an
+/// untagged enum, which would buffer every value first (a fifth of the decoding time).
+#[derive(Debug)]
 enum Timestamp<'a> {
     Millis(i64),
-    #[serde(borrow)]
     Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Timestamp<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Timestamp<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a timestamp string or epoch milliseconds")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Timestamp::Millis(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(Timestamp::Millis)
+                    .map_err(|_| E::custom("epoch milliseconds out of range"))
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Timestamp::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Timestamp::Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]

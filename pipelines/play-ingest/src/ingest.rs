@@ -59,7 +59,20 @@ struct IngestContext {
     revoked: Arc<Mutex<Vec<i32>>>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka reports partition EOF (which we asked for) through the global error callback
+    /// as well; it is not an error. Real errors are retried by librdkafka, so they warn.
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(%error, reason, "librdkafka");
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -391,6 +404,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let started = Instant::now();
+    let session = std::time::Duration::from_millis(cfg.session_timeout_ms.into());
+    // A member that died before this one joined keeps its partitions until its session expires;
+    // the rebalance that follows hands them over. A batch run stays at least two session
+    // timeouts, so it cannot finish with an orphaned partition nobody read.
+    let settle = 2 * session;
+    let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut last_assigned = Instant::now();
     loop {
         tokio::select! {
@@ -406,10 +425,6 @@ pub async fn run(
                     }
                     Err(KafkaError::PartitionEOF(p)) => {
                         ing.states.entry(p).or_default().eof = true;
-                        if cfg.until_caught_up && ing.caught_up(&consumer)? {
-                            ing.summary.caught_up = true;
-                            break;
-                        }
                     }
                     Err(e) => {
                         // librdkafka retries transport errors itself; a fatal error ends the run.
@@ -420,17 +435,27 @@ pub async fn run(
                     }
                 }
             }
-            _ = tick.tick() => {
+            _ = check.tick(), if cfg.until_caught_up => {
                 ing.drop_revoked(&revoked);
-                ing.flush(&consumer).await?;
                 let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
                 if assigned {
                     last_assigned = Instant::now();
-                } else if cfg.until_caught_up && last_assigned.elapsed() > 4 * std::time::Duration::from_millis(cfg.session_timeout_ms.into()) {
-                    // More instances than partitions: this one has nothing to read.
-                    tracing::info!("no partition assigned to this instance; nothing to ingest");
-                    break;
                 }
+                if started.elapsed() >= settle {
+                    if ing.caught_up(&consumer)? {
+                        ing.summary.caught_up = true;
+                        break;
+                    }
+                    if !assigned && last_assigned.elapsed() >= settle {
+                        // More instances than partitions: this one has nothing to read.
+                        tracing::info!("no partition assigned to this instance; nothing to ingest");
+                        break;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                ing.drop_revoked(&revoked);
+                ing.flush(&consumer).await?;
             }
             _ = stop.changed() => {
                 tracing::info!("stopping: writing what is held and committing");

@@ -393,11 +393,7 @@ async fn an_unreachable_api_is_unavailable() {
     let root = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = streampulse_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let err = sync(
         root.path(),

@@ -44,11 +44,7 @@ async fn charts_go_to_kafka_one_message_per_entry_keyed_by_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_the_run_after_the_parquet_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = streampulse_testkit::free_port();
     let brokers = format!("127.0.0.1:{port}");
     let mut lines = String::new();
     listeners(&mut lines, "2026-11-26", 1, 0, 5, "GB");

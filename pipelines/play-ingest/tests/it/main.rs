@@ -416,11 +416,7 @@ async fn sigterm_in_continuous_mode_writes_and_commits_what_was_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_exits_69() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = streampulse_testkit::free_port();
     let out = Command::new(BIN)
         .args([
             "--kafka-brokers",
