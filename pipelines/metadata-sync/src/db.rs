@@ -1,6 +1,6 @@
 //! The catalog database: SQLite (embedded default) or PostgreSQL, same tables, same statements.
 //!
-//! Every statement is built with sqlx's `QueryBuilder`, which writes each backend's placeholders,
+//! Every statement is built with sqlx's `QueryBuilder`, which writes each backend's bind-parameter syntax,
 //! and the code is shared through [`with_pool!`]: each arm is type-checked against its own
 //! driver, so there is no lowest-common-denominator `Any` driver and chrono types map to native
 //! `DATE`/`TIMESTAMPTZ` in PostgreSQL.
