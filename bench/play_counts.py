@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--before-bin", help="an earlier play-counts binary to measure in the same run (before/after)")
+    ap.add_argument("--before-label", default="before")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.join(a.work, f"data-{a.plays}")
@@ -57,6 +59,11 @@ def main():
                                                   "--threads", str(a.threads)],
         "play-counts (--memory-limit 256MiB)": lambda out: [pc, "--date", DATE, "--input", csv, "--data-root", out,
                                                            "--threads", str(a.threads), "--memory-limit", "256MiB"],
+    }
+    if a.before_bin:
+        configs[f"play-counts {a.before_label} (default 2GiB)"] = lambda out: [
+            a.before_bin, "--date", DATE, "--input", csv, "--data-root", out, "--threads", str(a.threads)]
+    configs |= {
         "duckdb": lambda out: [py, os.path.join(here, "duckdb_play_counts.py"), csv, DATE, out, str(a.threads)],
         "polars": lambda out: [py, os.path.join(here, "polars_play_counts.py"), csv, DATE, out],
     }
@@ -64,7 +71,7 @@ def main():
     for name, cmd in configs.items():
         runs = []
         for i in range(a.runs):
-            out = os.path.join(a.work, "out", name.split()[0] + str(i) + ("-256" if "256" in name else ""))
+            out = os.path.join(a.work, "out", "".join(c if c.isalnum() else "-" for c in name) + str(i))
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
             env_run = dict(env, POLARS_MAX_THREADS=str(a.threads))

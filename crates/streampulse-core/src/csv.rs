@@ -705,7 +705,18 @@ pub fn parse_date(b: &[u8]) -> Option<i32> {
         digits::<2>(&b[5..])?,
         digits::<2>(&b[8..])?,
     );
-    chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+    // A cheap range check (called once per timestamp of every export row).
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > month_days {
+        return None;
+    }
     Some(days_from_civil(y, m, d))
 }
 
@@ -885,6 +896,19 @@ mod tests {
             parse_timestamp_ms(b"2026-11-26T13:45:12.000Z")
         );
         assert_eq!(parse_timestamp_ms(b"2026-02-30T00:00:00Z"), None);
+        // Every day and every non-day of 1896..2104 agrees with chrono (leap years included).
+        for y in 1896..2104 {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    let text = format!("{y:04}-{m:02}-{d:02}");
+                    let want = chrono::NaiveDate::from_ymd_opt(y, m, d).map(|date| {
+                        (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
+                            as i32
+                    });
+                    assert_eq!(parse_date(text.as_bytes()), want, "{text}");
+                }
+            }
+        }
         assert_eq!(parse_timestamp_ms(b"2026-11-26T24:00:00Z"), None);
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775808"), None);

@@ -35,7 +35,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use streampulse_core::config::{CommonArgs, CommonConfig};
 use streampulse_core::location::Partition;
@@ -396,10 +395,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             &rows,
         );
         let batch = results_batch(&exp.id, &rows)?;
-        let stream = Box::pin(RecordBatchStreamAdapter::new(
-            AB_RESULTS.clone(),
-            futures::stream::iter([Ok(batch)]),
-        ));
+        let stream = streampulse_core::stream::batch_stream(batch);
         staged.push(
             write_partition(
                 &common.data_root,

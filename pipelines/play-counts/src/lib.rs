@@ -5,24 +5,28 @@
 //!
 //! * the CSV export is decoded by the core's parallel projecting decoder (6 of 15 columns; bad
 //!   rows to the rejects file), or the Parquet partition is read with only those columns;
-//! * the input is read **once** and teed into three DataFusion plans that run concurrently: the
-//!   song-level, artist-level and country-level aggregations (each a two-phase GROUP BY, user
-//!   first, so that listeners are exact distinct counts without a hash set per group);
-//! * every plan draws from one spilling memory pool of the configured size.
+//! * the input is read **once** into the [`tally`]: plays partitioned by user, so that every
+//!   count, listeners included, is a sum of independent per-bucket results; the buckets spill to
+//!   disk past the memory budget and are finished on every thread;
+//! * the charts' history join (today's top 200s against earlier chart partitions) is a DataFusion
+//!   plan under a memory pool of the same budget.
 //!
 //! Outputs (DATA.md): `daily_song_counts`, `daily_artist_counts`, `charts`, partitioned by date,
 //! published together at the end of a successful run.
 
 pub mod error;
+pub mod tally;
 pub mod topk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Decimal128Array, Int32Array, Int64Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int32Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMillisecondType};
+use arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
+};
 use arrow::record_batch::RecordBatch;
 use chrono::{Duration, NaiveDate};
 use datafusion::datasource::MemTable;
@@ -34,17 +38,16 @@ use futures::StreamExt;
 use streampulse_core::config::{CommonArgs, CommonConfig};
 use streampulse_core::csv::{CsvDecoder, CsvOptions};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
-use streampulse_core::location::{DataRoot, Partition};
+use streampulse_core::location::Partition;
 use streampulse_core::output::{StagedPartition, write_partition};
 use streampulse_core::rejects::RejectSink;
 use streampulse_core::run_record::RunMeter;
-use streampulse_core::schema::{
-    CHARTS, DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS, PLAYS, STREAM_MIN_MS,
-};
-use streampulse_core::stream::{blocking_stream, one_shot_table, tee};
+use streampulse_core::schema::{CHARTS, DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS, PLAYS};
+use streampulse_core::stream::{batch_stream, blocking_stream};
 use streampulse_core::{engine, exit::EXIT_CODES_HELP};
 
 pub use error::{Error, Result};
+use tally::{Tally, TallyOptions};
 
 pub const PIPELINE: &str = "play-counts";
 
@@ -158,7 +161,7 @@ struct InputStats {
 /// spills) sorts by two primitive columns instead of a string and a key.
 #[derive(Debug, Default)]
 pub struct CountryCodes {
-    codes: std::collections::HashMap<String, i32>,
+    codes: tally::IdMap<String, i32>,
     names: Vec<String>,
 }
 
@@ -211,35 +214,15 @@ async fn locate_input(cfg: &Config) -> Result<Source> {
     }
 }
 
-/// The input columns plus the packed per-user keys the aggregations group by.
+/// The input columns plus the interned country code.
 fn prepared_schema(input: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<_> = input.fields().iter().cloned().collect();
-    for name in ["song_user", "artist_user"] {
-        fields.push(Arc::new(Field::new(name, PACKED_KEY, false)));
-    }
     fields.push(Arc::new(Field::new("country_code", DataType::Int32, false)));
     Arc::new(Schema::new(fields))
 }
 
-/// Two int64 ids in one 128-bit value, exactly (`hi << 64 | lo as u64`), for any ids.
-///
-/// Why: grouping ~one row per play by (song, user) is the heart of the job. As one Decimal128
-/// column DataFusion uses its primitive hash table and, when it spills, a primitive sort; as two
-/// or three int64 columns it uses the row-wise multi-column path, which measured about twice as
-/// slow and larger. The packed value is only ever hashed and compared, never printed.
-fn pack(hi: &Int64Array, lo: &Int64Array) -> ArrayRef {
-    let packed = hi
-        .values()
-        .iter()
-        .zip(lo.values())
-        .map(|(&h, &l)| ((h as i128) << 64) | (l as u64 as i128));
-    Arc::new(Decimal128Array::from_iter_values(packed).with_data_type(PACKED_KEY))
-}
-
-const PACKED_KEY: DataType = DataType::Decimal128(38, 0);
-
 /// Keeps the rows of the logical date, counts the others (late arrivals are normal; they belong
-/// to their own day's run), and adds the packed keys.
+/// to their own day's run), and adds the country code.
 fn prepare(
     batch: &RecordBatch,
     lo: i64,
@@ -260,13 +243,6 @@ fn prepare(
             BooleanBuffer::collect_bool(values.len(), |i| values[i] >= lo && values[i] < hi);
         filter_record_batch(batch, &BooleanArray::new(in_day, None))?
     };
-    let id = |name: &str| -> std::result::Result<Int64Array, DataFusionError> {
-        Ok(batch
-            .column(schema.index_of(name)?)
-            .as_primitive::<Int64Type>()
-            .clone())
-    };
-    let (user, song, artist) = (id("user_id")?, id("song_id")?, id("artist_id")?);
     // Parquet reads may give Utf8View or LargeUtf8; the CSV decoder gives Utf8.
     let country = arrow::compute::cast(batch.column(schema.index_of("country")?), &DataType::Utf8)?;
     let country = country.as_string::<i32>();
@@ -283,19 +259,18 @@ fn prepare(
             .collect()
     };
     let mut columns = batch.columns().to_vec();
-    columns.push(pack(&song, &user));
-    columns.push(pack(&artist, &user));
     columns.push(Arc::new(codes));
     Ok(RecordBatch::try_new(prepared_schema(&schema), columns)?)
 }
 
-/// The input as one stream of the projected columns, already limited to the logical date.
+/// The input as one stream of the projected columns, already limited to the logical date, and a
+/// generous guess of its number of plays (it sizes the tally's partitioning).
 async fn open_input(
     cfg: &Config,
     ctx: &SessionContext,
     rejects: Arc<Mutex<RejectSink>>,
     stats: Arc<Mutex<InputStats>>,
-) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+) -> Result<(SchemaRef, SendableRecordBatchStream, u64)> {
     let lo = cfg
         .date
         .and_hms_opt(0, 0, 0)
@@ -317,6 +292,8 @@ async fn open_input(
                 },
             )?;
             let schema = prepared_schema(&decoder.schema());
+            // Export rows are ~150 bytes; a guess on the high side only makes buckets smaller.
+            let expected = std::fs::metadata(&path).map_or(0, |m| m.len() / 64);
             tracing::info!(input = %path.display(), block_size, "decoding CSV export");
             let stream = blocking_stream(schema.clone(), 2, move |tx| {
                 for block in decoder.blocks() {
@@ -341,7 +318,7 @@ async fn open_input(
                     }
                 }
             });
-            Ok((schema, stream))
+            Ok((schema, stream, expected))
         }
         Source::Parquet(url) => {
             tracing::info!(input = %url, "reading Parquet partition");
@@ -351,8 +328,9 @@ async fn open_input(
                 .select_columns(&COLUMNS)?;
             let schema = prepared_schema(&Arc::new(df.schema().as_arrow().clone()));
             let inner = df.execute_stream().await?;
+            let bytes = parquet_bytes(&url);
             if let Ok(mut s) = stats.lock() {
-                s.bytes += parquet_bytes(&url);
+                s.bytes += bytes;
             }
             let stats2 = stats.clone();
             let mapped = inner.map(move |b| {
@@ -365,9 +343,24 @@ async fn open_input(
             Ok((
                 schema.clone(),
                 Box::pin(RecordBatchStreamAdapter::new(schema, mapped)),
+                // Compressed plays take a few bytes each.
+                bytes / 4,
             ))
         }
     }
+}
+
+/// A column the tally reads, as `to` (a Parquet input may store ids or durations in another
+/// integer width). The CSV decoder never yields nulls in them; a Parquet file might.
+fn int_column(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {
+    let col = batch.column(i);
+    if col.null_count() > 0 {
+        return Err(Error::Inconsistent(format!(
+            "the plays input has nulls in {}",
+            batch.schema().field(i).name()
+        )));
+    }
+    Ok(arrow::compute::cast(col, to)?)
 }
 
 fn parquet_bytes(url: &str) -> u64 {
@@ -383,67 +376,6 @@ fn parquet_bytes(url: &str) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-/// The SQL of the three aggregations. `{cap}` is the chart cap, `{stream}` the stream predicate.
-struct Queries {
-    song: String,
-    artist: String,
-    country_top: String,
-}
-
-fn queries(cfg: &Config) -> Queries {
-    let date = cfg.date.format("%Y-%m-%d");
-    let is_stream = format!("CASE WHEN ms_played >= {STREAM_MIN_MS} THEN 1 ELSE 0 END");
-    let capped = |col: &str| match cfg.stream_cap {
-        Some(n) => format!("least({col}, {n})"),
-        None => col.to_string(),
-    };
-    let counted = if cfg.cap_counts {
-        capped("streams")
-    } else {
-        "streams".to_string()
-    };
-    // Phase 1 groups by user (a packed key, see `pack`) so that phase 2 counts listeners as rows:
-    // exact distinct counts that spill like any aggregation. Song and artist ids ride along as
-    // min(); a song's artist as min and max, so that a song with two artists is caught.
-    let per_user = |table: &str, keys: &str, carried: &str| {
-        format!(
-            "SELECT {keys}, {carried}, count(*) AS plays, sum({is_stream}) AS streams, \
-             sum(CAST(ms_played AS BIGINT)) AS ms_played FROM {table} GROUP BY {keys}"
-        )
-    };
-    Queries {
-        song: format!(
-            "SELECT CAST('{date}' AS DATE) AS date, song_id, min(artist_id) AS artist_id, sum(plays) AS plays, \
-             sum({counted}) AS streams, sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners, \
-             sum(ms_played) AS ms_played, sum({chart}) AS chart_streams, max(artist_max) AS artist_max \
-             FROM ({inner}) GROUP BY song_id ORDER BY song_id",
-            chart = capped("streams"),
-            inner = per_user(
-                "plays_song",
-                "song_user",
-                "min(song_id) AS song_id, min(artist_id) AS artist_id, max(artist_id) AS artist_max"
-            ),
-        ),
-        artist: format!(
-            "SELECT CAST('{date}' AS DATE) AS date, artist_id, sum(plays) AS plays, sum({counted}) AS streams, \
-             sum(CASE WHEN streams > 0 THEN 1 ELSE 0 END) AS listeners, sum(ms_played) AS ms_played \
-             FROM ({inner}) GROUP BY artist_id ORDER BY artist_id",
-            inner = per_user("plays_artist", "artist_user", "min(artist_id) AS artist_id"),
-        ),
-        // Charts count streams only, so the country plan reads streams only: a quarter fewer rows
-        // and two fewer accumulators in its largest hash table.
-        country_top: format!(
-            "SELECT country_code AS scope, song_id, min(artist_id) AS artist_id, sum({chart}) AS streams, \
-               count(*) AS listeners \
-             FROM (SELECT country_code, song_user, min(song_id) AS song_id, min(artist_id) AS artist_id, \
-                     count(*) AS streams \
-                   FROM plays_country WHERE ms_played >= {STREAM_MIN_MS} GROUP BY country_code, song_user) \
-             GROUP BY country_code, song_id",
-            chart = capped("streams"),
-        ),
-    }
 }
 
 /// Runs the pipeline for one date. Outputs are published only when everything succeeded.
@@ -468,72 +400,44 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         &partition,
     )));
     let stats = Arc::new(Mutex::new(InputStats::default()));
-    let (schema, input) = open_input(cfg, &ctx, rejects.clone(), stats.clone()).await?;
-    let mut branches = tee(input, 3, 2).into_iter();
-    for name in ["plays_song", "plays_artist", "plays_country"] {
-        let stream = branches
-            .next()
-            .ok_or_else(|| Error::Internal("tee lost a branch".into()))?;
-        ctx.register_table(
-            name,
-            Arc::new(one_shot_table(schema.clone(), vec![stream])?),
+    let (schema, mut input, expected_plays) =
+        open_input(cfg, &ctx, rejects.clone(), stats.clone()).await?;
+    let mut tally = Tally::new(TallyOptions {
+        budget: pool,
+        expected_plays,
+        threads: common.threads,
+        spill_dir: common.spill_dir.clone(),
+        stream_cap: cfg.stream_cap,
+        cap_counts: cfg.cap_counts,
+    });
+    let column = |name: &str| schema.index_of(name).map_err(DataFusionError::from);
+    let (user, song, artist, ms, country) = (
+        column("user_id")?,
+        column("song_id")?,
+        column("artist_id")?,
+        column("ms_played")?,
+        column("country_code")?,
+    );
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        let (user, song, artist, ms) = (
+            int_column(&batch, user, &DataType::Int64)?,
+            int_column(&batch, song, &DataType::Int64)?,
+            int_column(&batch, artist, &DataType::Int64)?,
+            int_column(&batch, ms, &DataType::Int32)?,
+        );
+        tally.push(
+            user.as_primitive::<Int64Type>().values(),
+            song.as_primitive::<Int64Type>().values(),
+            artist.as_primitive::<Int64Type>().values(),
+            ms.as_primitive::<Int32Type>().values(),
+            batch.column(country).as_primitive::<Int32Type>().values(),
         )?;
     }
-
-    let q = queries(cfg);
-    let scratch = ScratchDir(
-        common
-            .spill_dir
-            .join(format!("sp-{PIPELINE}-{}", std::process::id())),
-    );
-    let scratch_root = DataRoot::Local(scratch.0.clone());
-    let song_schema = song_scratch_schema();
-    let (song_df, artist_df, country_df) = tokio::try_join!(
-        ctx.sql(&q.song),
-        ctx.sql(&q.artist),
-        ctx.sql(&q.country_top)
-    )?;
-    let (song_stream, artist_stream, country_stream) = tokio::try_join!(
-        song_df.execute_stream(),
-        artist_df.execute_stream(),
-        country_df.execute_stream()
-    )?;
-    let names_from = stats.clone();
-    let country_names = move || {
-        names_from
-            .lock()
-            .map(|s| s.countries.names.clone())
-            .unwrap_or_default()
-    };
-    // The three plans consume the teed input together; none may wait for another.
-    let (song_scratch, artists, country_top) = tokio::try_join!(
-        write_partition(
-            &scratch_root,
-            &common.spill_dir,
-            "song_agg",
-            &partition,
-            &song_schema,
-            song_stream
-        ),
-        write_partition(
-            &common.data_root,
-            &common.spill_dir,
-            "daily_artist_counts",
-            &partition,
-            &DAILY_ARTIST_COUNTS,
-            artist_stream
-        ),
-        async {
-            topk::top_per_scope(
-                country_stream,
-                cfg.chart_size as usize,
-                Some(&country_names),
-            )
-            .await
-            .map_err(into_core)
-        },
-    )?;
-    let mut staged = vec![artists];
+    drop(input);
+    let totals = tokio::task::spawn_blocking(move || tally.finish())
+        .await
+        .map_err(|e| Error::Internal(format!("the tally failed: {e}")))??;
 
     // Input is fully consumed now: account for it and enforce the reject threshold before
     // anything is published.
@@ -552,6 +456,14 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.rows_rejected = sink.count();
     meter.set("rows_before_date", before);
     meter.set("rows_after_date", after);
+    meter.set("tally_buckets", totals.buckets as u64);
+    meter.set("tally_spills", u64::from(totals.spills));
+    meter.set("tally_splits", totals.splits as u64);
+    meter.set("tally_totals_bytes", totals.heap_bytes());
+    meter.set(
+        "tally_country_entries_spilled",
+        totals.country_entries_spilled(),
+    );
     let rejects_at = sink.location();
     let share_check = sink.check_share(records, common.max_reject_share);
     let rejected = sink.finish().await?;
@@ -565,66 +477,84 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "rows outside the logical date left to their own day"
         );
     }
-    // On this and any later error, the staged partitions and the scratch directory clean up
-    // after themselves when dropped.
+    // On this and any later error, the staged partitions clean up after themselves when dropped.
     share_check?;
 
-    let song_url = scratch_root.partition_url("song_agg", &partition);
-    song_scratch.publish(&scratch_root).await?;
-    let songs = ctx
-        .read_parquet(song_url, ParquetReadOptions::default())
-        .await?;
-    ctx.register_table("song_agg", songs.into_view())?;
     // The contract: artist_id is the song's primary artist. A day that gives a song two artists
     // is a broken export; say which songs rather than count them under one of the two.
-    let conflicts = ctx
-        .sql("SELECT song_id, artist_id, artist_max FROM song_agg WHERE artist_id <> artist_max ORDER BY song_id LIMIT 5")
-        .await?
-        .collect()
-        .await?;
-    let conflicts: Vec<String> = conflicts
-        .iter()
-        .flat_map(|b| {
-            let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
-            let (s, a, m) = (col(0), col(1), col(2));
-            (0..b.num_rows()).map(move |r| {
-                format!(
-                    "song {} by artists {} and {}",
-                    s.value(r),
-                    a.value(r),
-                    m.value(r)
-                )
-            })
-        })
-        .collect();
+    let conflicts = totals.artist_conflicts(5);
     if !conflicts.is_empty() {
+        let first: Vec<String> = conflicts
+            .iter()
+            .map(|(s, a, m)| format!("song {s} by artists {a} and {m}"))
+            .collect();
         return Err(Error::Inconsistent(format!(
             "the day's plays give songs more than one artist_id (first: {})",
-            conflicts.join("; ")
+            first.join("; ")
         )));
     }
-    let song_counts = ctx
-        .sql("SELECT date, song_id, artist_id, plays, streams, listeners, ms_played FROM song_agg ORDER BY song_id")
-        .await?
-        .execute_stream()
-        .await?;
-    staged.push(
-        write_partition(
-            &common.data_root,
-            &common.spill_dir,
+    // Date32: days since 1970-01-01, which is day 719,163 of the common era.
+    let day = chrono::Datelike::num_days_from_ce(&cfg.date) - 719_163;
+    let mut totals = totals;
+    let mut staged = Vec::new();
+    for (dataset, schema, batch) in [
+        (
             "daily_song_counts",
-            &partition,
-            &DAILY_SONG_COUNTS,
-            song_counts,
-        )
-        .await?,
-    );
-    let global = ctx
-        .sql("SELECT 'global' AS scope, song_id, artist_id, chart_streams AS streams, listeners FROM song_agg")
-        .await?
-        .execute_stream()
-        .await?;
-    let global_top = topk::top_per_scope(global, cfg.chart_size as usize, None).await?;
+            &*DAILY_SONG_COUNTS,
+            totals.song_counts(&DAILY_SONG_COUNTS, day)?,
+        ),
+        (
+            "daily_artist_counts",
+            &*DAILY_ARTIST_COUNTS,
+            totals.artist_counts(&DAILY_ARTIST_COUNTS, day)?,
+        ),
+    ] {
+        staged.push(
+            write_partition(
+                &common.data_root,
+                &common.spill_dir,
+                dataset,
+                &partition,
+                schema,
+                batch_stream(batch),
+            )
+            .await?,
+        );
+    }
+    let country_names = {
+        let s = stats
+            .lock()
+            .map_err(|_| Error::Internal("stats poisoned".into()))?;
+        s.countries.names.clone()
+    };
+    let names = move || country_names.clone();
+    let n = cfg.chart_size as usize;
+    let candidates = topk::schema();
+    let global_top = topk::top_per_scope(
+        batch_stream(totals.global_candidates(&candidates)?),
+        n,
+        None,
+    )
+    .await?;
+    let country_schema = Arc::new(Schema::new(
+        std::iter::once(Arc::new(Field::new("scope", DataType::Int32, false)))
+            .chain(candidates.fields().iter().skip(1).cloned())
+            .collect::<Vec<_>>(),
+    ));
+    // Streamed in batches: the (country, song) pairs are the largest of the totals.
+    let country_batches = totals
+        .country_candidates(&country_schema, 1 << 16)?
+        .map(|b| b.map_err(|e| DataFusionError::External(Box::new(e))));
+    let country_top = topk::top_per_scope(
+        Box::pin(RecordBatchStreamAdapter::new(
+            country_schema,
+            futures::stream::iter(country_batches),
+        )),
+        n,
+        Some(&names),
+    )
+    .await?;
+    drop(totals);
     let charts = charts_with_history(cfg, &ctx, global_top, country_top).await?;
     staged.push(charts);
 
@@ -670,34 +600,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         outcome.kafka_messages = Some(messages);
     }
     Ok(outcome)
-}
-
-/// The top-k runs inside a `try_join!` of core-error futures.
-fn into_core(e: Error) -> streampulse_core::Error {
-    match e {
-        Error::Core(c) => c,
-        other => streampulse_core::Error::Internal(other.to_string()),
-    }
-}
-
-/// Intermediate files of one run, removed however the run ends.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn song_scratch_schema() -> SchemaRef {
-    let mut fields: Vec<_> = DAILY_SONG_COUNTS.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        "chart_streams",
-        DataType::Int64,
-        false,
-    )));
-    fields.push(Arc::new(Field::new("artist_max", DataType::Int64, false)));
-    Arc::new(Schema::new(fields))
 }
 
 /// Ranks today's top songs per scope and joins each with its latest earlier chart appearance:

@@ -151,7 +151,6 @@ pub async fn top_per_scope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
     #[tokio::test]
     async fn keeps_the_best_n_of_each_scope_in_rank_order() {
@@ -184,9 +183,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let stream =
-            RecordBatchStreamAdapter::new(schema(), futures::stream::iter(vec![Ok(batch)]));
-        let top = top_per_scope(Box::pin(stream), 3, None).await.unwrap();
+        let top = top_per_scope(streampulse_core::stream::batch_stream(batch), 3, None)
+            .await
+            .unwrap();
         let scope: Vec<_> = top
             .column(0)
             .as_string::<i32>()

@@ -27,7 +27,6 @@ use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, Str
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef};
 use chrono::{Datelike, NaiveDate};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use streampulse_core::config::{CommonArgs, CommonConfig, Secret};
@@ -724,10 +723,7 @@ async fn stage(
     schema: &SchemaRef,
     batch: RecordBatch,
 ) -> Result<StagedPartition> {
-    let stream = Box::pin(RecordBatchStreamAdapter::new(
-        schema.clone(),
-        futures::stream::iter([Ok(batch)]),
-    ));
+    let stream = streampulse_core::stream::batch_stream(batch);
     Ok(write_partition(
         &cfg.common.data_root,
         &cfg.common.spill_dir,
