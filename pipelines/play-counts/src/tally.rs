@@ -329,10 +329,8 @@ pub struct Tally {
     dir: SpillDir,
     buckets: Buckets,
     buffered_chunks: usize,
-    songs: IdMap<i64, u32>,
-    song_ids: Vec<i64>,
-    artists: IdMap<i64, u32>,
-    artist_ids: Vec<i64>,
+    songs: DenseIds,
+    artists: DenseIds,
     plays: u64,
     spills: u32,
 }
@@ -370,10 +368,8 @@ impl Tally {
             dir: SpillDir(dir),
             options,
             buffered_chunks: 0,
-            songs: IdMap::default(),
-            song_ids: Vec::new(),
-            artists: IdMap::default(),
-            artist_ids: Vec::new(),
+            songs: DenseIds::default(),
+            artists: DenseIds::default(),
             plays: 0,
             spills: 0,
         }
@@ -392,8 +388,8 @@ impl Tally {
             (self.options.budget / 2 / (self.buckets.chunk_rows * PLAY_BYTES) as u64).max(1)
                 as usize;
         for i in 0..user.len() {
-            let song = index(&mut self.songs, &mut self.song_ids, song[i])?;
-            let artist = index(&mut self.artists, &mut self.artist_ids, artist[i])?;
+            let song = self.songs.index(song[i])?;
+            let artist = self.artists.index(artist[i])?;
             let play = Play {
                 user: user[i],
                 song,
@@ -420,11 +416,12 @@ impl Tally {
             options,
             dir,
             buckets,
-            song_ids,
-            artist_ids,
+            songs,
+            artists,
             spills,
             ..
         } = self;
+        let (song_ids, artist_ids) = (songs.ids, artists.ids);
         let initial_buckets = buckets.count();
         let parts = Mutex::new(buckets.into_parts()?);
         let threads = options.threads.max(1);
@@ -518,15 +515,55 @@ impl Tally {
     }
 }
 
-fn index(map: &mut IdMap<i64, u32>, ids: &mut Vec<i64>, id: i64) -> Result<u32> {
-    if let Some(&i) = map.get(&id) {
-        return Ok(i);
+/// Ids of the day (songs or artists) numbered densely in order of first appearance.
+///
+/// Why two lookups: this runs twice per play on the one thread that feeds the tally, and catalog
+/// ids are mostly small sequence numbers. For those a direct table (4 bytes per id up to the
+/// largest seen, at most [`DIRECT_IDS`] entries) stays in cache where a hash map of the same ids
+/// does not; any other id goes to the map.
+#[derive(Default)]
+struct DenseIds {
+    direct: Vec<u32>,
+    map: IdMap<i64, u32>,
+    ids: Vec<i64>,
+}
+
+/// Ids below this are looked up in the direct table (16 MiB at most).
+const DIRECT_IDS: u64 = 1 << 22;
+const ABSENT: u32 = u32::MAX;
+
+impl DenseIds {
+    fn index(&mut self, id: i64) -> Result<u32> {
+        if (id as u64) < DIRECT_IDS {
+            let slot = id as usize;
+            if let Some(&i) = self.direct.get(slot)
+                && i != ABSENT
+            {
+                return Ok(i);
+            }
+            let i = self.next()?;
+            if slot >= self.direct.len() {
+                self.direct.resize((slot + 1).next_power_of_two(), ABSENT);
+            }
+            self.direct[slot] = i;
+            self.ids.push(id);
+            return Ok(i);
+        }
+        if let Some(&i) = self.map.get(&id) {
+            return Ok(i);
+        }
+        let i = self.next()?;
+        self.map.insert(id, i);
+        self.ids.push(id);
+        Ok(i)
     }
-    let i = u32::try_from(ids.len())
-        .map_err(|_| Error::Internal("more than 4 billion distinct ids in a day".into()))?;
-    map.insert(id, i);
-    ids.push(id);
-    Ok(i)
+
+    fn next(&self) -> Result<u32> {
+        u32::try_from(self.ids.len())
+            .ok()
+            .filter(|&i| i != ABSENT)
+            .ok_or_else(|| Error::Internal("more than 4 billion distinct ids in a day".into()))
+    }
 }
 
 struct Rules {
@@ -1090,6 +1127,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use streampulse_core::schema::{DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS};
+
+    #[test]
+    fn ids_are_numbered_in_order_of_first_appearance_whatever_their_size() {
+        let mut ids = DenseIds::default();
+        let seen = [7, 1 << 40, -3, 7, DIRECT_IDS as i64, 0, 1 << 40, -3, 4_000_000, 0];
+        let got: Vec<u32> = seen.iter().map(|&id| ids.index(id).unwrap()).collect();
+        assert_eq!(got, [0, 1, 2, 0, 3, 4, 1, 2, 5, 4]);
+        assert_eq!(ids.ids, [7, 1 << 40, -3, DIRECT_IDS as i64, 0, 4_000_000]);
+        // Only the small non-negative ids took the direct table.
+        assert_eq!(ids.map.len(), 3);
+        assert!(ids.direct.len() <= DIRECT_IDS as usize);
+    }
 
     #[test]
     fn a_play_survives_the_spill_encoding() {
