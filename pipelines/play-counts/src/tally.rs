@@ -607,7 +607,7 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
     rows.sort_unstable_by(|a, b| {
         (a.user, a.song, a.country, a.artist).cmp(&(b.user, b.song, b.country, b.artist))
     });
-    let is_stream = |p: &Play| i64::from(p.ms >= STREAM_MIN_MS as i32);
+    let is_stream = |p: &Play| i64::from(p.ms >= STREAM_MIN_MS);
     let mut u = 0;
     while u < rows.len() {
         let user = rows[u].user;
@@ -1131,10 +1131,11 @@ mod tests {
     #[test]
     fn ids_are_numbered_in_order_of_first_appearance_whatever_their_size() {
         let mut ids = DenseIds::default();
-        let seen = [7, 1 << 40, -3, 7, DIRECT_IDS as i64, 0, 1 << 40, -3, 4_000_000, 0];
+        let (big, edge) = (1 << 40, DIRECT_IDS as i64);
+        let seen = [7, big, -3, 7, edge, 0, big, -3, 4_000_000, 0];
         let got: Vec<u32> = seen.iter().map(|&id| ids.index(id).unwrap()).collect();
         assert_eq!(got, [0, 1, 2, 0, 3, 4, 1, 2, 5, 4]);
-        assert_eq!(ids.ids, [7, 1 << 40, -3, DIRECT_IDS as i64, 0, 4_000_000]);
+        assert_eq!(ids.ids, [7, big, -3, edge, 0, 4_000_000]);
         // Only the small non-negative ids took the direct table.
         assert_eq!(ids.map.len(), 3);
         assert!(ids.direct.len() <= DIRECT_IDS as usize);
