@@ -77,7 +77,8 @@ pub struct Args {
     #[arg(long, env = "SP_MAX_STREAMS_PER_USER_PER_DAY", default_value_t = 10)]
     pub max_streams_per_user_per_day: u32,
 
-    /// Apply the same cap to the daily counts (off: counts report every stream).
+    /// Apply the same cap to the daily counts (off: counts report every stream). An artist's
+    /// counted streams are then the sum of its songs' capped streams.
     #[arg(long, env = "SP_CAP_COUNTS")]
     pub cap_counts: bool,
 
@@ -360,7 +361,13 @@ fn int_column(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> 
             batch.schema().field(i).name()
         )));
     }
-    Ok(arrow::compute::cast(col, to)?)
+    // Not the default (safe) cast: it turns a value that does not fit into a null, which the
+    // tally would read as 0 (a user id of 0, say) instead of failing.
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    Ok(arrow::compute::cast_with_options(col, to, &options)?)
 }
 
 fn parquet_bytes(url: &str) -> u64 {
@@ -681,4 +688,29 @@ async fn charts_with_history(
         stream,
     )
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    fn one_column(col: ArrayRef) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("x", col.data_type().clone(), true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![col]).unwrap()
+    }
+
+    #[test]
+    fn an_input_column_that_does_not_fit_is_an_error_not_a_zero() {
+        let fits = one_column(Arc::new(Int64Array::from(vec![30_000, 1])));
+        let got = int_column(&fits, 0, &DataType::Int32).unwrap();
+        assert_eq!(got.as_primitive::<Int32Type>().values(), &[30_000, 1]);
+        let too_big = one_column(Arc::new(Int64Array::from(vec![1, 3_000_000_000])));
+        assert!(int_column(&too_big, 0, &DataType::Int32).is_err());
+        let text = one_column(Arc::new(StringArray::from(vec!["7", "u42"])));
+        assert!(int_column(&text, 0, &DataType::Int64).is_err());
+        let nulls = one_column(Arc::new(Int64Array::from(vec![Some(1), None])));
+        assert!(int_column(&nulls, 0, &DataType::Int64).is_err());
+    }
 }

@@ -106,6 +106,11 @@ fn bucket(user: i64, level: u32, buckets: usize) -> usize {
     (z as usize) & (buckets - 1)
 }
 
+/// At most this many buckets in the first partitioning: each spilled bucket holds a file open
+/// (and its write buffer), and 1024 descriptors is a common soft limit. Larger days re-split
+/// their buckets instead.
+const MAX_BUCKETS: usize = 512;
+
 /// Sizing and the counting rules of one tally.
 #[derive(Debug, Clone)]
 pub struct TallyOptions {
@@ -232,6 +237,9 @@ impl Buckets {
     }
 }
 
+/// Re-splits stop at this level: a bucket still too large after it holds very few users.
+const MAX_LEVEL: u32 = 8;
+
 /// One bucket to finish.
 struct Part {
     level: u32,
@@ -351,7 +359,7 @@ impl Tally {
         // its size); a quarter holds the (country, song) totals.
         let per_bucket = (options.budget / 8 / options.threads.max(1) as u64).max(1 << 20);
         let wanted = (options.expected_plays * PLAY_BYTES as u64).div_ceil(per_bucket);
-        let count = (wanted as usize).clamp(64, 4096).next_power_of_two();
+        let count = (wanted as usize).clamp(64, MAX_BUCKETS).next_power_of_two();
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = options.spill_dir.join(format!(
             "sp-tally-{}-{}",
@@ -462,9 +470,15 @@ impl Tally {
                                     Err(_) => return Err(Error::Internal("tally poisoned".into())),
                                 };
                                 let Some(part) = part else { break };
-                                if part.rows > per_thread_rows && part.level < 8 {
+                                if part.rows > per_thread_rows && part.level < MAX_LEVEL {
                                     let n = splits.fetch_add(1, Ordering::Relaxed);
-                                    let sub = part.split(16, dir.join(format!("split-{n}")))?;
+                                    let rows = part.rows;
+                                    let mut sub = part.split(16, dir.join(format!("split-{n}")))?;
+                                    // All rows in one sub-bucket: most likely one user's (a
+                                    // user never spreads), which no further split divides.
+                                    for p in sub.iter_mut().filter(|p| p.rows == rows) {
+                                        p.level = MAX_LEVEL;
+                                    }
                                     if let Ok(mut p) = parts.lock() {
                                         p.extend(sub);
                                     }
@@ -591,6 +605,9 @@ struct ArtistPart {
     artist: u32,
     plays: i64,
     streams: i64,
+    /// Streams as the counts report them: the cap is per user and song, so it applies here,
+    /// before the user's songs by one artist are added up.
+    counted: i64,
     ms: i64,
 }
 
@@ -664,19 +681,34 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
                     artist: first,
                     plays: run.len() as i64,
                     streams,
+                    counted: rules.counted(streams),
                     ms,
                 });
                 let id = totals.artist_ids[first as usize];
                 acc_artist_range(&mut totals.songs[song as usize], id, id);
             } else {
-                for p in run {
-                    scratch.artists.push(ArtistPart {
+                // The cap applies per (artist, song) here: add the run up by artist first.
+                let mut by_artist: Vec<ArtistPart> = run
+                    .iter()
+                    .map(|p| ArtistPart {
                         artist: p.artist,
                         plays: 1,
                         streams: is_stream(p),
+                        counted: 0,
                         ms: i64::from(p.ms),
-                    });
-                    let id = totals.artist_ids[p.artist as usize];
+                    })
+                    .collect();
+                by_artist.sort_unstable_by_key(|p| p.artist);
+                for group in by_artist.chunk_by(|a, b| a.artist == b.artist) {
+                    let mut part = group[0];
+                    for p in &group[1..] {
+                        part.plays += p.plays;
+                        part.streams += p.streams;
+                        part.ms += p.ms;
+                    }
+                    part.counted = rules.counted(part.streams);
+                    scratch.artists.push(part);
+                    let id = totals.artist_ids[part.artist as usize];
                     acc_artist_range(&mut totals.songs[song as usize], id, id);
                 }
             }
@@ -688,16 +720,17 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
         let mut a = 0;
         while a < parts.len() {
             let artist = parts[a].artist;
-            let (mut plays, mut streams, mut ms) = (0, 0, 0);
+            let (mut plays, mut streams, mut counted, mut ms) = (0, 0, 0, 0);
             while a < parts.len() && parts[a].artist == artist {
                 plays += parts[a].plays;
                 streams += parts[a].streams;
+                counted += parts[a].counted;
                 ms += parts[a].ms;
                 a += 1;
             }
             let acc = &mut totals.artists[artist as usize];
             acc.plays += plays;
-            acc.streams += rules.counted(streams);
+            acc.streams += counted;
             acc.listeners += i64::from(streams > 0);
             acc.ms += ms;
         }
@@ -824,6 +857,14 @@ impl CountryTotals {
         };
         for path in &self.runs {
             let f = File::open(path).map_err(|e| io(path, e))?;
+            let len = f.metadata().map_err(|e| io(path, e))?.len();
+            // The merge reads whole entries; a short file would lose its last one silently.
+            if len % COUNTRY_RUN_BYTES as u64 != 0 {
+                return Err(Error::Internal(format!(
+                    "country run {} ends inside an entry",
+                    path.display()
+                )));
+            }
             merge
                 .readers
                 .push((path.clone(), BufReader::with_capacity(64 << 10, f)));
@@ -1180,6 +1221,7 @@ mod tests {
         use std::collections::{BTreeMap, BTreeSet};
         let mut per_song_user: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
         let mut per_artist_user: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
+        let mut per_artist_song_user: BTreeMap<(i64, i64, i64), i64> = BTreeMap::new();
         let mut per_country: BTreeMap<(i32, i64, i64), (i64, i64)> = BTreeMap::new();
         let mut song_artists: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
         for &(user, song, artist, ms, country) in plays {
@@ -1193,6 +1235,9 @@ mod tests {
                 e.1 += s;
                 e.2 += i64::from(ms);
             }
+            *per_artist_song_user
+                .entry((artist, song, user))
+                .or_default() += s;
             if s == 1 {
                 let e = per_country
                     .entry((country, song, user))
@@ -1211,12 +1256,16 @@ mod tests {
                 *a += b;
             }
         }
+        // The cap is per user and song: an artist's counted streams add up capped songs.
         let mut artists: BTreeMap<i64, [i64; 4]> = BTreeMap::new();
         for (&(artist, _), &(p, s, ms)) in &per_artist_user {
             let e = artists.entry(artist).or_default();
-            for (a, b) in e.iter_mut().zip([p, counted(s), i64::from(s > 0), ms]) {
+            for (a, b) in e.iter_mut().zip([p, 0, i64::from(s > 0), ms]) {
                 *a += b;
             }
+        }
+        for (&(artist, _, _), &s) in &per_artist_song_user {
+            artists.entry(artist).or_default()[1] += counted(s);
         }
         let mut countries: BTreeMap<(i32, i64), [i64; 3]> = BTreeMap::new();
         for (&(c, song, _), &(s, artist)) in &per_country {
@@ -1381,6 +1430,20 @@ mod tests {
         /// Buffer spills, bucket re-splits, (country, song) entries spilled.
         shape: (u32, usize, u64),
         conflicts: Vec<(i64, i64, i64)>,
+    }
+
+    #[test]
+    fn with_capped_counts_an_artist_adds_up_its_capped_songs() {
+        // One user streams two songs of artist 5 four times each (cap 3), in one country.
+        let p: Vec<_> = [10, 11]
+            .iter()
+            .flat_map(|&song| std::iter::repeat_n((1, song, 5, 40_000, 0), 4))
+            .collect();
+        let text = tally(&p, 1 << 30, 1, true).text;
+        assert!(text.contains("song 10 5 5 [4, 3, 1, 160000, 3]"), "{text}");
+        // 3 + 3, not the cap applied once to the user's 8 streams of the artist.
+        assert!(text.contains("artist 5 [8, 6, 1, 320000]"), "{text}");
+        assert_eq!(text, naive(&p, 3, true));
     }
 
     #[test]
