@@ -389,9 +389,8 @@ fn parquet_bytes(url: &str) -> u64 {
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let common = &cfg.common;
     let partition = Partition::date(cfg.date);
-    // Outside the pool: decode blocks in flight, tee channels, three Parquet writers.
-    // (The process itself, decode blocks in flight, tee channels and three Parquet writers; under a
-    // small budget the blocks shrink with it, see open_input.)
+    // Outside the pool: the process itself, the decode blocks in flight (under a small budget they
+    // shrink with it, see open_input) and the Parquet writers.
     let outside = ((32 << 20) + common.threads as u64 * (12 << 20)).min(common.memory_limit.0 / 2);
     let pool = engine::pool_bytes(common.memory_limit.0, outside);
     let ctx = engine::session(common, pool)?;

@@ -462,7 +462,7 @@ impl Tally {
                     std::thread::Builder::new()
                         .name(format!("tally-{t}"))
                         .spawn_scoped(scope, move || -> Result<Totals> {
-                            let mut totals = Totals::new(song_ids, artist_ids);
+                            let mut totals = Totals::new(song_ids.len(), artist_ids.len());
                             let mut scratch = Scratch::default();
                             loop {
                                 let part = match parts.lock() {
@@ -485,7 +485,13 @@ impl Tally {
                                     continue;
                                 }
                                 let mut rows = part.load()?;
-                                finish_bucket(&mut rows, rules, &mut totals, &mut scratch);
+                                finish_bucket(
+                                    &mut rows,
+                                    rules,
+                                    artist_ids,
+                                    &mut totals,
+                                    &mut scratch,
+                                );
                                 drop(rows);
                                 countries
                                     .lock()
@@ -514,7 +520,7 @@ impl Tally {
                 Some(m) => m.merge(t),
             }
         }
-        let mut totals = merged.unwrap_or_else(|| Totals::new(&song_ids, &artist_ids));
+        let mut totals = merged.unwrap_or_else(|| Totals::new(song_ids.len(), artist_ids.len()));
         totals.song_ids = song_ids;
         totals.artist_ids = artist_ids;
         totals.buckets = initial_buckets;
@@ -620,7 +626,13 @@ struct Scratch {
 
 /// Counts one bucket: its rows sorted by (user, song, country) are walked once; each user's
 /// songs, artists and (country, song) pairs are runs or a handful of entries.
-fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch: &mut Scratch) {
+fn finish_bucket(
+    rows: &mut [Play],
+    rules: &Rules,
+    artist_ids: &[i64],
+    totals: &mut Totals,
+    scratch: &mut Scratch,
+) {
     rows.sort_unstable_by(|a, b| {
         (a.user, a.song, a.country, a.artist).cmp(&(b.user, b.song, b.country, b.artist))
     });
@@ -656,7 +668,7 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
                 for p in &run[c..c_end] {
                     if is_stream(p) == 1 {
                         cs += 1;
-                        artist_id = artist_id.min(totals.artist_ids[p.artist as usize]);
+                        artist_id = artist_id.min(artist_ids[p.artist as usize]);
                     }
                 }
                 if cs > 0 {
@@ -684,7 +696,7 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
                     counted: rules.counted(streams),
                     ms,
                 });
-                let id = totals.artist_ids[first as usize];
+                let id = artist_ids[first as usize];
                 acc_artist_range(&mut totals.songs[song as usize], id, id);
             } else {
                 // The cap applies per (artist, song) here: add the run up by artist first.
@@ -708,7 +720,7 @@ fn finish_bucket(rows: &mut [Play], rules: &Rules, totals: &mut Totals, scratch:
                     }
                     part.counted = rules.counted(part.streams);
                     scratch.artists.push(part);
-                    let id = totals.artist_ids[part.artist as usize];
+                    let id = artist_ids[part.artist as usize];
                     acc_artist_range(&mut totals.songs[song as usize], id, id);
                 }
             }
@@ -992,6 +1004,13 @@ impl Iterator for CountryCandidates {
     }
 }
 
+/// Dense indices in the order of their ids (outputs are sorted by id).
+fn id_order(ids: &[i64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_unstable_by_key(|&i| ids[i]);
+    order
+}
+
 /// The day's totals per song, artist and (country, song).
 pub struct Totals {
     songs: Vec<SongAcc>,
@@ -1007,7 +1026,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn new(song_ids: &[i64], artist_ids: &[i64]) -> Totals {
+    /// Zeroed totals; the ids are set once, when the threads' totals are merged.
+    fn new(songs: usize, artists: usize) -> Totals {
         Totals {
             songs: vec![
                 SongAcc {
@@ -1019,13 +1039,13 @@ impl Totals {
                     artist_min: i64::MAX,
                     artist_max: i64::MIN,
                 };
-                song_ids.len()
+                songs
             ],
-            artists: vec![ArtistAcc::default(); artist_ids.len()],
+            artists: vec![ArtistAcc::default(); artists],
             countries: CountryTotals::default(),
             dir: None,
-            song_ids: song_ids.to_vec(),
-            artist_ids: artist_ids.to_vec(),
+            song_ids: Vec::new(),
+            artist_ids: Vec::new(),
             buckets: 0,
             spills: 0,
             splits: 0,
@@ -1064,15 +1084,9 @@ impl Totals {
         c
     }
 
-    fn song_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.song_ids.len()).collect();
-        order.sort_unstable_by_key(|&i| self.song_ids[i]);
-        order
-    }
-
     /// `daily_song_counts` rows, by song_id.
     pub fn song_counts(&self, schema: &SchemaRef, date: i32) -> Result<RecordBatch> {
-        let order = self.song_order();
+        let order = id_order(&self.song_ids);
         let col = |f: &dyn Fn(&SongAcc) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| f(&self.songs[i])),
@@ -1094,8 +1108,7 @@ impl Totals {
 
     /// `daily_artist_counts` rows, by artist_id.
     pub fn artist_counts(&self, schema: &SchemaRef, date: i32) -> Result<RecordBatch> {
-        let mut order: Vec<usize> = (0..self.artist_ids.len()).collect();
-        order.sort_unstable_by_key(|&i| self.artist_ids[i]);
+        let order = id_order(&self.artist_ids);
         let col = |f: &dyn Fn(&ArtistAcc) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| f(&self.artists[i])),
