@@ -9,7 +9,7 @@ DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --locked
 
-.PHONY: all build run test test-rust test-e2e test-dags bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
+.PHONY: all build run test test-rust test-e2e test-dags test-compose bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
 
 all: build
 
@@ -47,7 +47,7 @@ run: build
 	@find $(DATA) \( -path '*date=$(DEMO_DATE)*' -o -path '*experiment=*' -o -path '*month=*' \) -type f | grep -v '/exports/' | sort | sed 's/^/  /'
 	@echo "Run records: $(DATA)/runs/"
 
-test: test-rust test-e2e test-dags
+test: test-rust test-e2e test-dags test-compose
 
 # PostgreSQL tests run against DATABASE_URL, or a server scripts/postgres.sh finds or starts; Kafka
 # tests start their own tansu broker from the binary scripts/tansu.sh fetches (SP_TANSU_BIN).
@@ -65,7 +65,13 @@ test-e2e: build
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/foreign_writers.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
+
+# The compose file, rendered and checked by docker-compose (Debian's client; no engine needed).
+test-compose:
+	scripts/check-compose.sh
 
 # The Airflow DAG, loaded by Airflow itself (its own virtual environment: scripts/airflow-env.sh).
 test-dags:

@@ -14,12 +14,17 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import duckdb
 
-ZERO_DECIMALS = {"JPY", "KRW", "CLP", "VND", "ISK", "UGX", "PYG", "XAF", "XOF"}
-THREE_DECIMALS = {"BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD"}
+# ISO 4217 minor units other than 2 (the reference's own copy, written from the standard).
+ZERO_DECIMALS = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+                 "VND", "VUV", "XAF", "XOF", "XPF"}
+THREE_DECIMALS = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
+FOUR_DECIMALS = {"CLF", "UYW"}
 
 
 def digits(currency):
-    return 0 if currency in ZERO_DECIMALS else 3 if currency in THREE_DECIMALS else 2
+    if currency in ZERO_DECIMALS:
+        return 0
+    return 3 if currency in THREE_DECIMALS else 4 if currency in FOUR_DECIMALS else 2
 
 
 def split(pool, shares):

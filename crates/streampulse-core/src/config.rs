@@ -14,26 +14,20 @@ use clap::{Args, ValueEnum};
 use crate::error::{Error, Result};
 use crate::location::DataRoot;
 
-/// Flags every pipeline takes.
+/// Flags every pipeline takes. The budget and the reject threshold are in [`BudgetArgs`] and
+/// [`RejectArgs`], which only the pipelines that honour them flatten: no binary offers a flag
+/// that does nothing.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Where datasets live: a local path or an object-store URL (s3://bucket/prefix).
     #[arg(long, env = "SP_DATA_ROOT", default_value = "./data")]
     pub data_root: String,
 
-    /// Memory budget of the run (e.g. 512MiB, 2GiB). Stages spill to disk to stay under it.
-    #[arg(long, env = "SP_MEMORY_LIMIT", default_value = "2GiB")]
-    pub memory_limit: ByteSize,
-
     /// CPU parallelism (default: all cores).
     #[arg(long, env = "SP_THREADS")]
     pub threads: Option<usize>,
 
-    /// Share of bad input rows tolerated before the run fails with exit code 65.
-    #[arg(long, env = "SP_MAX_REJECT_SHARE", default_value_t = 0.001)]
-    pub max_reject_share: f64,
-
-    /// Directory for spill files (default: <system temp dir>).
+    /// Directory for spill and staging files (default: <system temp dir>).
     #[arg(long, env = "SP_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
 
@@ -55,46 +49,87 @@ pub struct CommonArgs {
     pub xcom_path: PathBuf,
 }
 
-/// The validated form of [`CommonArgs`].
-#[derive(Debug, Clone)]
-pub struct CommonConfig {
-    pub data_root: DataRoot,
+/// The memory budget, for the pipelines whose engines spill to stay under it.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Memory budget of the run (e.g. 512MiB, 2GiB). Stages spill to disk to stay under it.
+    #[arg(long, env = "SP_MEMORY_LIMIT", default_value = "2GiB")]
     pub memory_limit: ByteSize,
-    pub threads: usize,
-    pub max_reject_share: f64,
-    pub spill_dir: PathBuf,
-    pub log_format: LogFormat,
-    pub xcom_path: Option<PathBuf>,
 }
 
-impl CommonArgs {
-    pub fn validate(&self) -> Result<CommonConfig> {
-        if !(0.0..=1.0).contains(&self.max_reject_share) {
-            return Err(Error::Config(format!(
-                "--max-reject-share must be within [0, 1], got {}",
-                self.max_reject_share
-            )));
-        }
-        let threads = match self.threads {
-            Some(0) => return Err(Error::Config("--threads must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, usize::from),
-        };
+impl BudgetArgs {
+    pub fn validate(&self) -> Result<ByteSize> {
         if self.memory_limit.0 < 16 << 20 {
             return Err(Error::Config(format!(
                 "--memory-limit {} is below the 16MiB minimum",
                 self.memory_limit
             )));
         }
+        Ok(self.memory_limit)
+    }
+}
+
+/// The reject threshold, for the pipelines that reject bad input rows.
+#[derive(Debug, Clone, Args)]
+pub struct RejectArgs {
+    /// Share of bad input rows tolerated before the run fails with exit code 65.
+    #[arg(long, env = "SP_MAX_REJECT_SHARE", default_value_t = 0.001)]
+    pub max_reject_share: f64,
+}
+
+impl RejectArgs {
+    pub fn validate(&self) -> Result<f64> {
+        if !(0.0..=1.0).contains(&self.max_reject_share) {
+            return Err(Error::Config(format!(
+                "--max-reject-share must be within [0, 1], got {}",
+                self.max_reject_share
+            )));
+        }
+        Ok(self.max_reject_share)
+    }
+}
+
+/// The validated form of [`CommonArgs`], with the budget when the pipeline takes one.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub data_root: DataRoot,
+    /// `--memory-limit` of a pipeline that flattens [`BudgetArgs`]; `None` for the others.
+    pub memory_limit: Option<ByteSize>,
+    pub threads: usize,
+    pub spill_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub xcom_path: Option<PathBuf>,
+}
+
+impl CommonConfig {
+    /// The budget of a pipeline that takes `--memory-limit`; 0 (no budget) otherwise.
+    pub fn budget(&self) -> u64 {
+        self.memory_limit.map_or(0, |b| b.0)
+    }
+}
+
+impl CommonArgs {
+    pub fn validate(&self) -> Result<CommonConfig> {
+        let threads = match self.threads {
+            Some(0) => return Err(Error::Config("--threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
         Ok(CommonConfig {
             data_root: DataRoot::parse(&self.data_root)?,
-            memory_limit: self.memory_limit,
+            memory_limit: None,
             threads,
-            max_reject_share: self.max_reject_share,
             spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             log_format: self.log_format,
             xcom_path: self.xcom.then(|| self.xcom_path.clone()),
         })
+    }
+
+    /// [`CommonArgs::validate`] for a pipeline that also takes the budget.
+    pub fn validate_with(&self, budget: &BudgetArgs) -> Result<CommonConfig> {
+        let mut cfg = self.validate()?;
+        cfg.memory_limit = Some(budget.validate()?);
+        Ok(cfg)
     }
 }
 

@@ -29,6 +29,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::rejects::Reject;
+use crate::schema::Rule;
 
 /// Tuning of the decoder; the defaults suit files from megabytes to tens of gigabytes.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub struct CsvBlock {
 /// An open CSV file whose header has been checked against the expected schema.
 pub struct CsvDecoder {
     path: PathBuf,
-    file: File,
+    file: Box<dyn Read + Send>,
     plan: Arc<ParsePlan>,
     options: CsvOptions,
 }
@@ -76,6 +77,8 @@ struct ParsePlan {
     /// For each field position in the file: the output column it feeds, if projected.
     field_to_output: Vec<Option<usize>>,
     output: SchemaRef,
+    /// The contract's value rule of each output column.
+    rules: Vec<Option<Rule>>,
 }
 
 impl CsvDecoder {
@@ -89,10 +92,11 @@ impl CsvDecoder {
         options: CsvOptions,
     ) -> Result<Self> {
         let display = path.display().to_string();
-        let mut file = File::open(path).map_err(|e| match e.kind() {
+        let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::InputMissing(display.clone()),
             _ => Error::io(path, e),
         })?;
+        let mut file = decompressed(file, path)?;
         // The header is short; read a bounded prefix to find it.
         let mut prefix = vec![0u8; 64 << 10];
         let mut filled = 0;
@@ -159,10 +163,10 @@ impl CsvDecoder {
                 )));
             }
         }
-        let header_len = header_end + 1;
-        use std::io::{Seek, SeekFrom};
-        file.seek(SeekFrom::Start(header_len as u64))
-            .map_err(|e| Error::io(path, e))?;
+        // What was read past the header is the start of the data: a decompressing reader
+        // cannot seek back.
+        let rest = prefix[header_end + 1..filled].to_vec();
+        let file: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(rest).chain(file));
         Ok(CsvDecoder {
             path: path.to_path_buf(),
             file,
@@ -170,6 +174,7 @@ impl CsvDecoder {
                 file: display,
                 width: header.len(),
                 field_to_output,
+                rules: output.fields().iter().map(|f| Rule::of(f.name())).collect(),
                 output,
             }),
             options,
@@ -189,11 +194,17 @@ impl CsvDecoder {
         let mut handles = Vec::new();
         let reader_done = done_tx.clone();
         let (file, path, block_size) = (self.file, self.path, self.options.block_size);
+        // The reader may run at most `window` blocks ahead of the consumer, wherever they wait
+        // (queued, being parsed, parsed and waiting for an earlier one): a slow block cannot make
+        // the others pile up.
+        let window = Window::new(2 * threads as u64 + 2);
+        let reader_window = window.clone();
         handles.push(
             std::thread::Builder::new()
                 .name("csv-reader".into())
                 .spawn(move || {
-                    if let Err((seq, e)) = split_blocks(file, block_size, &work_tx) {
+                    if let Err((seq, e)) = split_blocks(file, block_size, &work_tx, &reader_window)
+                    {
                         // Sent with the sequence number of the block that failed: the consumer sees every
                         // earlier block first, then the error.
                         let _ = reader_done.send((seq, Err(Error::io(&path, e))));
@@ -229,7 +240,60 @@ impl CsvDecoder {
             next: 0,
             handles,
             finished: false,
+            window,
         }
+    }
+}
+
+/// The export's bytes, decompressed as they stream when the file is gzip or zstd (how a 12 GB
+/// export is usually delivered), told by the file's magic bytes rather than its name. Another
+/// compression is bad input (65), not a CSV full of garbage.
+fn decompressed(mut file: File, path: &Path) -> Result<Box<dyn Read + Send>> {
+    use std::io::{Seek, SeekFrom};
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]).map_err(|e| Error::io(path, e))? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
+    let other = |what: &str| {
+        Err(input_err(
+            &path.display().to_string(),
+            1,
+            "*",
+            &format!("the file is {what}-compressed: exports are read as plain, gzip or zstd CSV"),
+        ))
+    };
+    match &magic[..n] {
+        [0x1f, 0x8b, ..] => Ok(Box::new(Corrupt(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, file),
+        )))),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Ok(Box::new(Corrupt(
+            zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, e))?,
+        ))),
+        [b'B', b'Z', b'h', ..] => other("bzip2"),
+        [0xfd, b'7', b'z', b'X', b'Z', 0] => other("xz"),
+        [b'P', b'K', 3, 4, ..] => other("zip"),
+        _ => Ok(Box::new(file)),
+    }
+}
+
+/// A decompressor whose complaints about its input (flate2 says `InvalidInput` for a corrupt
+/// stream) read as bad data, which the exit code treats as the file's fault (65), not ours.
+struct Corrupt<R>(R);
+
+impl<R: Read> Read for Corrupt<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+            }
+            _ => e,
+        })
     }
 }
 
@@ -262,6 +326,62 @@ pub struct CsvBlocks {
     next: u64,
     handles: Vec<JoinHandle<()>>,
     finished: bool,
+    window: Window,
+}
+
+/// Blocks the reader has been allowed to cut: the consumer's position plus a fixed window.
+#[derive(Clone)]
+struct Window {
+    state: Arc<(Mutex<(u64, bool)>, std::sync::Condvar)>,
+    size: u64,
+}
+
+impl Window {
+    fn new(size: u64) -> Self {
+        Window {
+            state: Arc::new((Mutex::new((0, false)), std::sync::Condvar::new())),
+            size,
+        }
+    }
+
+    /// Waits until block `seq` may be cut; false when the consumer is gone.
+    fn admit(&self, seq: u64) -> bool {
+        let (lock, cvar) = &*self.state;
+        let Ok(mut state) = lock.lock() else {
+            return false;
+        };
+        while !state.1 && seq >= state.0 + self.size {
+            state = match cvar.wait(state) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        }
+        !state.1
+    }
+
+    /// The consumer took block `seq`.
+    fn consumed(&self, seq: u64) {
+        let (lock, cvar) = &*self.state;
+        if let Ok(mut state) = lock.lock() {
+            state.0 = seq + 1;
+            cvar.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        let (lock, cvar) = &*self.state;
+        if let Ok(mut state) = lock.lock() {
+            state.1 = true;
+            cvar.notify_all();
+        }
+    }
+}
+
+impl Drop for CsvBlocks {
+    fn drop(&mut self) {
+        // A consumer that stops early must not leave the reader waiting for room.
+        self.window.close();
+    }
 }
 
 impl Iterator for CsvBlocks {
@@ -273,6 +393,7 @@ impl Iterator for CsvBlocks {
         }
         loop {
             if let Some(block) = self.pending.remove(&self.next) {
+                self.window.consumed(self.next);
                 self.next += 1;
                 return Some(block);
             }
@@ -311,9 +432,10 @@ struct Work {
 /// Reads `file` in blocks that end at a record boundary (a newline outside quotes) and hands them
 /// to the workers with their first physical line number.
 fn split_blocks(
-    mut file: File,
+    mut file: Box<dyn Read + Send>,
     block_size: usize,
     tx: &SyncSender<Work>,
+    window: &Window,
 ) -> std::result::Result<(), (u64, std::io::Error)> {
     let mut carry: Vec<u8> = Vec::new();
     let mut seq = 0u64;
@@ -363,6 +485,9 @@ fn split_blocks(
         };
         carry = buf[cut..].to_vec();
         buf.truncate(cut);
+        if !window.admit(seq) {
+            return Ok(()); // the consumer is gone
+        }
         if tx
             .send(Work {
                 seq,
@@ -546,7 +671,20 @@ fn parse_block(plan: &ParsePlan, work: &Work) -> Result<CsvBlock> {
                         error = Some((Some(col), "empty value in a required column".into()));
                         break;
                     }
-                    Ok(Value::Str(_)) => values[col] = Value::Str(fields[col]),
+                    Ok(Value::Str(_)) => {
+                        if let Some(why) = plan.rules[col].and_then(|r| r.check_str(bytes)) {
+                            error = Some((Some(col), why.into()));
+                            break;
+                        }
+                        values[col] = Value::Str(fields[col]);
+                    }
+                    Ok(Value::I64(v)) => {
+                        if let Some(why) = plan.rules[col].and_then(|r| r.check_int(v)) {
+                            error = Some((Some(col), why.into()));
+                            break;
+                        }
+                        values[col] = Value::I64(v);
+                    }
                     Ok(v) => values[col] = v,
                     Err(reason) => {
                         error = Some((Some(col), reason));
@@ -792,8 +930,16 @@ mod tests {
     }
 
     fn decode(text: &str, block: usize, threads: usize) -> (Vec<RecordBatch>, Vec<Reject>, u64) {
+        decode_bytes(text.as_bytes(), block, threads)
+    }
+
+    fn decode_bytes(
+        bytes: &[u8],
+        block: usize,
+        threads: usize,
+    ) -> (Vec<RecordBatch>, Vec<Reject>, u64) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(text.as_bytes()).unwrap();
+        f.write_all(bytes).unwrap();
         let dec = CsvDecoder::open(
             f.path(),
             &PLAYS,
@@ -841,6 +987,67 @@ mod tests {
             assert_eq!(rejects[1].reason, "expected 15 fields, found 3");
             assert_eq!(rejects[1].raw, "3,7,abc");
         }
+    }
+
+    #[test]
+    fn rows_breaking_the_contracts_rules_are_rejected() {
+        let mut text = HEADER.to_string();
+        text += &row(1, "-5"); // line 2: a negative duration
+        text += "2,7,abc,11,3,5,2026-11-26T13:45:12.345Z,1000,200000,ios,U\0S,x,true,false,1\n";
+        text += "3,7,abc,11,3,5,2026-11-26T13:45:12.345Z,1000,200000,ios,se,x,true,false,1\n";
+        text += &row(4, "1000");
+        let (batches, rejects, _) = decode(&text, 1 << 20, 1);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let got: Vec<(u64, &str)> = rejects
+            .iter()
+            .map(|r| (r.line, r.column.as_deref().unwrap()))
+            .collect();
+        assert_eq!(got, [(2, "ms_played"), (3, "country"), (4, "country")]);
+        assert_eq!(rejects[0].reason, "negative duration");
+    }
+
+    #[test]
+    fn gzip_and_zstd_exports_decode_like_plain_ones() {
+        let mut text = HEADER.to_string();
+        for i in 0..3000 {
+            text += &row(i, "30000");
+        }
+        text += &row(3000, "abc");
+        let plain = decode(&text, 4096, 2);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::stream::encode_all(text.as_bytes(), 3).unwrap();
+        let lines = |rejects: &[Reject]| -> Vec<(u64, Option<String>, String)> {
+            rejects
+                .iter()
+                .map(|r| (r.line, r.column.clone(), r.raw.clone()))
+                .collect()
+        };
+        for compressed in [gz.clone(), zst] {
+            let got = decode_bytes(&compressed, 4096, 2);
+            assert_eq!(got.0, plain.0);
+            assert_eq!(
+                lines(&got.1),
+                lines(&plain.1),
+                "the same rejects, lines included"
+            );
+            assert_eq!(got.2, plain.2);
+        }
+        // A truncated gzip is bad input, not a temporary failure.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&gz[..gz.len() / 2]).unwrap();
+        let dec = CsvDecoder::open(f.path(), &PLAYS, &["user_id"], CsvOptions::default()).unwrap();
+        let err = dec.blocks().find_map(|b| b.err()).expect("an error");
+        assert_eq!(err.exit_code(), crate::ExitCode::DataErr, "{err}");
+        // Another compression is refused with what it is.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"BZh91AY&SY").unwrap();
+        let err = CsvDecoder::open(f.path(), &PLAYS, &["user_id"], CsvOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::DataErr);
+        assert!(err.to_string().contains("bzip2-compressed"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,18 @@ use datafusion::execution::memory_pool::{
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{DataFrame, ParquetReadOptions};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::config::CommonConfig;
+use crate::conform;
 use crate::error::{Error, Result};
 use crate::location::DataRoot;
 
@@ -83,6 +94,107 @@ pub fn session(cfg: &CommonConfig, pool: u64) -> Result<SessionContext> {
         ctx.register_object_store(&base, store.clone());
     }
     Ok(ctx)
+}
+
+/// Reads Parquet inputs (files, or directories of them) as the data contract's `columns`, in
+/// that order, whoever wrote them: where every file already has the contract's types, the plain
+/// listing scan (projection and filter pushdown as usual); otherwise each file is read on its own
+/// and its batches converted to the contract's types by [`conform`] (exactly, or exit 65 naming
+/// the file and the column). Files with different schemas are fine then too.
+pub async fn read_parquet(
+    ctx: &SessionContext,
+    urls: Vec<String>,
+    contract: &SchemaRef,
+    columns: &[&str],
+) -> Result<DataFrame> {
+    let what = match urls.as_slice() {
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+        [] => return Err(Error::Internal("read_parquet of no input".into())),
+    };
+    let listing = ctx
+        .read_parquet(urls.clone(), ParquetReadOptions::default())
+        .await;
+    if let Ok(df) = &listing {
+        let found = df.schema().as_arrow();
+        if !conform::check_columns(found, contract, columns, &what)? {
+            return Ok(df.clone().select_columns(columns)?);
+        }
+    }
+    // Something to convert, or files whose schemas do not merge: one stream per file.
+    let target = conform::contract_schema(contract, columns)?;
+    let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
+    for url in &urls {
+        for file in parquet_files(ctx, url).await? {
+            let df = ctx
+                .read_parquet(file.clone(), ParquetReadOptions::default())
+                .await?;
+            conform::check_columns(df.schema().as_arrow(), contract, columns, &file)?;
+            partitions.push(Arc::new(Conformed {
+                df: df.select_columns(columns)?,
+                target: target.clone(),
+                source: file,
+            }));
+        }
+    }
+    if partitions.is_empty() {
+        // No file at all: the listing's own error says so (or an empty table).
+        return Ok(listing?.select_columns(columns)?);
+    }
+    let table = StreamingTable::try_new(target, partitions)?;
+    Ok(ctx.read_table(Arc::new(table))?)
+}
+
+/// The Parquet files of `url` (a file, or a directory listed recursively), as URLs.
+async fn parquet_files(ctx: &SessionContext, url: &str) -> Result<Vec<String>> {
+    let table_url = ListingTableUrl::parse(url)?;
+    let store = ctx.runtime_env().object_store(table_url.object_store())?;
+    let state = ctx.state();
+    let files: Vec<_> = table_url
+        .list_all_files(&state, store.as_ref(), "")
+        .await?
+        .try_collect()
+        .await?;
+    let base = table_url.object_store();
+    // What the listing scan reads: a named file, or a directory's visible `.parquet` files
+    // (not Spark's `_SUCCESS`, not a writer's hidden temporaries).
+    let directory = table_url.is_collection();
+    let mut urls: Vec<String> = files
+        .iter()
+        .map(|meta| meta.location.to_string())
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            !directory
+                || (!name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet"))
+        })
+        .map(|p| format!("{}{p}", base.as_str()))
+        .collect();
+    urls.sort();
+    Ok(urls)
+}
+
+/// One input file's batches in the contract's types.
+#[derive(Debug)]
+struct Conformed {
+    df: DataFrame,
+    target: SchemaRef,
+    source: String,
+}
+
+impl PartitionStream for Conformed {
+    fn schema(&self) -> &SchemaRef {
+        &self.target
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (df, target, source) = (self.df.clone(), self.target.clone(), self.source.clone());
+        let batches = futures::stream::once(async move { df.execute_stream().await })
+            .try_flatten()
+            .map(move |batch| {
+                conform::batch(&batch?, &target, &source).map_err(DataFusionError::from)
+            });
+        Box::pin(RecordBatchStreamAdapter::new(self.target.clone(), batches))
+    }
 }
 
 /// A `FairSpillPool` that never refuses `RepartitionExec` buffers.

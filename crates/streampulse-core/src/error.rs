@@ -35,7 +35,19 @@ pub enum Error {
         rejects_path: String,
     },
 
-    /// An expected input dataset or file does not exist.
+    /// A column of an input file has a type the contract's cannot hold exactly (or is missing):
+    /// see [`crate::conform`].
+    #[error("{file}: column {column}: found {found}, expected {expected}: {detail}")]
+    InputType {
+        file: String,
+        column: String,
+        found: String,
+        expected: String,
+        detail: String,
+    },
+
+    /// An expected input dataset or file does not exist (yet): exit 66, which a scheduler
+    /// retries later, unlike bad data (65).
     #[error("input not found: {0}")]
     InputMissing(String),
 
@@ -96,9 +108,10 @@ impl Error {
     /// The process exit code this error should end the run with (see [`ExitCode`]).
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Input { .. } | Error::TooManyRejects { .. } | Error::InputMissing(_) => {
+            Error::Input { .. } | Error::TooManyRejects { .. } | Error::InputType { .. } => {
                 ExitCode::DataErr
             }
+            Error::InputMissing(_) => ExitCode::NoInput,
             Error::Config(_) => ExitCode::Usage,
             Error::Io { source, .. } => io_exit_code(source),
             Error::ObjectStore(_) => ExitCode::TempFail,
@@ -106,17 +119,13 @@ impl Error {
             Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => database_exit_code(e),
             Error::Migrate(_) => ExitCode::Internal,
             Error::Kafka { source, .. } => crate::kafka::exit_code(source),
-            Error::DataFusion(e) => match e.find_root() {
-                datafusion::error::DataFusionError::ResourcesExhausted(_) => ExitCode::TempFail,
-                datafusion::error::DataFusionError::IoError(io) => io_exit_code(io),
-                datafusion::error::DataFusionError::External(inner) => inner
-                    .downcast_ref::<Error>()
-                    .map_or(ExitCode::Internal, Error::exit_code),
-                _ => ExitCode::Internal,
-            },
-            Error::Arrow(_) | Error::Parquet(_) | Error::Json(_) | Error::Internal(_) => {
-                ExitCode::Internal
-            }
+            // A library error is our bug unless something it wraps says otherwise: a full disk
+            // under the Parquet writer is a temporary failure, not an internal error.
+            Error::DataFusion(e) => cause_exit_code(e),
+            Error::Arrow(e) => cause_exit_code(e),
+            Error::Parquet(e) => cause_exit_code(e),
+            Error::Json(e) => cause_exit_code(e),
+            Error::Internal(_) => ExitCode::Internal,
         }
     }
 }
@@ -139,10 +148,47 @@ fn database_exit_code(e: &sqlx::Error) -> ExitCode {
     }
 }
 
+/// Walks a library error's chain of causes for the first one that decides the exit code: an I/O
+/// error, one of ours carried through an engine, or the engine's memory budget running out.
+fn cause_exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // An I/O error may itself carry one of ours (a stream adapter's error).
+            return match io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+                Some(ours) => ours.exit_code(),
+                None => io_exit_code(io),
+            };
+        }
+        if let Some(ours) = err.downcast_ref::<Error>() {
+            return ours.exit_code();
+        }
+        if err.downcast_ref::<object_store::Error>().is_some() {
+            return ExitCode::TempFail;
+        }
+        if let Some(datafusion::error::DataFusionError::ResourcesExhausted(_)) =
+            err.downcast_ref::<datafusion::error::DataFusionError>()
+        {
+            return ExitCode::TempFail;
+        }
+        if let Some(e) = err.downcast_ref::<datafusion::error::DataFusionError>()
+            && let datafusion::error::DataFusionError::Shared(inner) = e
+        {
+            cause = Some(inner.as_ref());
+            continue;
+        }
+        cause = err.source();
+    }
+    ExitCode::Internal
+}
+
 fn io_exit_code(e: &std::io::Error) -> ExitCode {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotFound => ExitCode::DataErr,
+        // A corrupt or truncated file (a gzip export cut short) is bad input: a retry reads the
+        // same bytes.
+        InvalidData | UnexpectedEof => ExitCode::DataErr,
         // A full disk or a flaky mount is worth a retry; a permission error is not.
         PermissionDenied => ExitCode::Internal,
         _ => ExitCode::TempFail,
@@ -207,5 +253,75 @@ impl PipelineError {
             PipelineError::Config(_) => ExitCode::Usage,
             PipelineError::Internal(_) | PipelineError::NotSorted { .. } => ExitCode::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    fn full_disk() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    #[test]
+    fn a_full_disk_is_temporary_wherever_it_surfaces() {
+        assert_eq!(full_disk().kind(), ErrorKind::StorageFull);
+        let cases = [
+            Error::io("/data/x", full_disk()),
+            Error::Parquet(parquet::errors::ParquetError::External(Box::new(
+                full_disk(),
+            ))),
+            Error::Arrow(arrow::error::ArrowError::IoError(
+                "write".into(),
+                full_disk(),
+            )),
+            Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
+                parquet::errors::ParquetError::External(Box::new(full_disk())),
+            ))),
+            Error::DataFusion(datafusion::error::DataFusionError::Context(
+                "writing".into(),
+                Box::new(datafusion::error::DataFusionError::IoError(full_disk())),
+            )),
+        ];
+        for e in cases {
+            assert_eq!(e.exit_code(), ExitCode::TempFail, "{e}");
+        }
+    }
+
+    #[test]
+    fn our_errors_keep_their_code_through_the_engine() {
+        let bad = Error::InputType {
+            file: "f.parquet".into(),
+            column: "c".into(),
+            found: "Utf8".into(),
+            expected: "Int64".into(),
+            detail: "no exact conversion exists".into(),
+        };
+        let through: datafusion::error::DataFusionError = bad.into();
+        let wrapped = Error::DataFusion(datafusion::error::DataFusionError::Context(
+            "scan".into(),
+            Box::new(through),
+        ));
+        assert_eq!(wrapped.exit_code(), ExitCode::DataErr);
+        let missing = Error::InputMissing("plays/date=2026-11-26".into());
+        assert_eq!(missing.exit_code(), ExitCode::NoInput);
+        let budget = Error::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(
+            "pool".into(),
+        ));
+        assert_eq!(budget.exit_code(), ExitCode::TempFail);
+    }
+
+    #[test]
+    fn bugs_and_configuration_are_not_retried() {
+        assert_eq!(Error::Internal("x".into()).exit_code(), ExitCode::Internal);
+        assert_eq!(Error::Config("x".into()).exit_code(), ExitCode::Usage);
+        assert_eq!(
+            Error::io("/x", std::io::Error::from(ErrorKind::PermissionDenied)).exit_code(),
+            ExitCode::Internal
+        );
+        let plan = Error::DataFusion(datafusion::error::DataFusionError::Plan("no".into()));
+        assert_eq!(plan.exit_code(), ExitCode::Internal);
     }
 }

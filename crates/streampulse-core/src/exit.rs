@@ -11,6 +11,9 @@ pub enum ExitCode {
     Usage = 64,
     /// Input rejected: too many bad rows, a missing input or an unreadable file. Fix the data.
     DataErr = 65,
+    /// An input that should be there is not (yet): the upstream partition or export is missing.
+    /// Worth retrying later, once upstream has delivered; distinct from bad data (65).
+    NoInput = 66,
     /// A required service (database, broker, API) is unavailable.
     Unavailable = 69,
     /// An internal error: a bug, please report it with the log.
@@ -30,7 +33,9 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success: outputs are in place
   64  usage: invalid flags or configuration
-  65  input rejected: bad rows over --max-reject-share, or a missing/unreadable input
+  65  input rejected: bad rows over --max-reject-share, or an unreadable input (a column's
+      type, a malformed file)
+  66  an input is missing (an upstream partition or export has not arrived): retry later
   69  a required service is unavailable
   70  internal error (a bug)
   75  temporary failure worth a retry (I/O, memory budget exhausted, interrupted)";

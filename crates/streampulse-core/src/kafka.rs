@@ -279,16 +279,20 @@ type Encoded = Vec<(Vec<u8>, Vec<u8>)>;
 pub async fn publish_parquet_dir(
     publisher: &mut Publisher,
     dir: &std::path::Path,
+    prefix: Option<&str>,
     shape: &RowMessages,
 ) -> Result<()> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             p.extension().is_some_and(|x| x == "parquet")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && !name.starts_with('.')
+                && prefix.is_none_or(|pre| name.starts_with(pre))
         })
         .collect();
     files.sort();
@@ -349,15 +353,18 @@ pub struct Destination {
 
 /// Connects, sends every row of a written partition directory ([`publish_parquet_dir`]) and
 /// waits for the broker's acknowledgements; returns (messages, bytes).
+/// `prefix`, when given, limits the files to those whose names start with it (one shard's files
+/// in a partition that holds every shard's).
 pub async fn publish_dataset(
     dest: &Destination,
     client_id: &str,
     dir: &std::path::Path,
+    prefix: Option<&str>,
     shape: &RowMessages,
 ) -> Result<(u64, u64)> {
     let mut publisher =
         Publisher::connect(&dest.brokers, &dest.topic, client_id, dest.timeout).await?;
-    publish_parquet_dir(&mut publisher, dir, shape).await?;
+    publish_parquet_dir(&mut publisher, dir, prefix, shape).await?;
     let (messages, bytes) = publisher.finish().await?;
     tracing::info!(topic = %dest.topic, messages, bytes, "published to Kafka");
     Ok((messages, bytes))

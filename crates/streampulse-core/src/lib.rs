@@ -9,13 +9,15 @@
 //! use streampulse_core::{engine, run_record::RunMeter};
 //! let cfg = common.validate()?;
 //! let meter = RunMeter::start("play-counts", "2026-11-26");
-//! let ctx = engine::session(&cfg, engine::pool_bytes(cfg.memory_limit.0, 64 << 20))?;
+//! let ctx = engine::session(&cfg, engine::pool_bytes(cfg.budget(), 64 << 20))?;
 //! // ... register inputs, run SQL, write_partition(...), publish ...
 //! meter.finish(0, None).write(&cfg.data_root).await?;
 //! # Ok(()) }
 //! ```
 
+pub mod commit;
 pub mod config;
+pub mod conform;
 pub mod csv;
 pub mod engine;
 pub mod error;

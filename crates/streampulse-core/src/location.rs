@@ -117,17 +117,19 @@ impl DataRoot {
         }
     }
 
-    /// The URL of `<dataset>/date=<date>/` when that partition exists.
+    /// The URL of `<dataset>/date=<date>/` when that partition holds data: an empty directory
+    /// (a writer that died before its first file) is no partition, and must not hide another
+    /// source of the same day (the CSV export).
     pub async fn date_partition(
         &self,
         dataset: &str,
         date: chrono::NaiveDate,
     ) -> Result<Option<String>> {
         let partition = Partition::date(date);
-        let present = self
-            .list_partitions(dataset, "date")
-            .await?
-            .contains(&partition.value);
+        let files = self
+            .list_files(&format!("{dataset}/{}", partition.dir_name()))
+            .await?;
+        let present = files.iter().any(|f| f.ends_with(".parquet"));
         Ok(present.then(|| self.partition_url(dataset, &partition)))
     }
 
@@ -250,8 +252,9 @@ impl DataRoot {
         }
     }
 
-    /// Publishes a fully written local staging directory as `<dataset>/<partition>/`, replacing
-    /// whatever the partition held before.
+    /// Uploads a fully written local staging directory as `<dataset>/<partition>/` of an object
+    /// store, replacing whatever the partition held before. (A local root publishes through
+    /// [`crate::commit::publish`].)
     pub async fn publish_partition(
         &self,
         staged: &Path,
@@ -259,12 +262,9 @@ impl DataRoot {
         partition: &Partition,
     ) -> Result<()> {
         match self {
-            DataRoot::Local(root) => {
-                let target = root.join(dataset).join(partition.dir_name());
-                let parent = root.join(dataset);
-                std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-                replace_dir(staged, &target)
-            }
+            DataRoot::Local(_) => Err(Error::Internal(
+                "a local partition is published by a commit".into(),
+            )),
             DataRoot::ObjectStore { store, prefix, .. } => {
                 let base = prefix.clone().join(dataset).join(partition.dir_name());
                 let mut written = Vec::new();
@@ -281,17 +281,16 @@ impl DataRoot {
                         store.delete(&meta.location).await?;
                     }
                 }
-                let _ = std::fs::remove_dir_all(staged);
                 Ok(())
             }
         }
     }
 
-    /// Publishes the files of a staging directory into `<dataset>/<partition>/` beside what the
-    /// partition already holds (for runs that each write one share of a partition, such as
-    /// sharded runs), then removes the existing files that `stale` names. Each file appears
-    /// whole (a rename on a local root, one upload on an object store); unlike
-    /// [`DataRoot::publish_partition`], the partition as a whole is not replaced.
+    /// Uploads the files of a staging directory into `<dataset>/<partition>/` of an object store
+    /// beside what the partition already holds (for runs that each write one share of a
+    /// partition, such as sharded runs), then removes the existing files that `stale` names.
+    /// Each file appears whole (one upload); the partition as a whole is not replaced. (A local
+    /// root publishes through [`crate::commit::publish`].)
     pub async fn publish_files(
         &self,
         staged: &Path,
@@ -307,22 +306,10 @@ impl DataRoot {
         names.sort();
         let mut published = Vec::new();
         match self {
-            DataRoot::Local(root) => {
-                let target = root.join(dataset).join(partition.dir_name());
-                std::fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
-                for entry in std::fs::read_dir(&target).map_err(|e| Error::io(&target, e))? {
-                    let entry = entry.map_err(|e| Error::io(&target, e))?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if stale(&name) && !names.contains(&name) {
-                        std::fs::remove_file(entry.path())
-                            .map_err(|e| Error::io(entry.path(), e))?;
-                    }
-                }
-                for name in &names {
-                    let dest = target.join(name);
-                    std::fs::rename(staged.join(name), &dest).map_err(|e| Error::io(&dest, e))?;
-                    published.push(dest.display().to_string());
-                }
+            DataRoot::Local(_) => {
+                return Err(Error::Internal(
+                    "local files are published by a commit".into(),
+                ));
             }
             DataRoot::ObjectStore { store, prefix, url } => {
                 let base = prefix.clone().join(dataset).join(partition.dir_name());
@@ -344,7 +331,6 @@ impl DataRoot {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(staged);
         Ok(published)
     }
 
@@ -394,11 +380,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = temp_sibling(path);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
+        // A full disk must not leave the half-written temporary behind as well.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `dir/.name.tmp-<pid>`: hidden, so DataFusion listings and Hive readers skip it.
@@ -410,39 +400,24 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Moves `staged` to `target`, replacing an existing directory: rename the old one aside, rename
-/// the new one in, delete the old. Both renames are atomic on one file system.
-fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
-    if !target.exists() {
-        return std::fs::rename(staged, target).map_err(|e| Error::io(target, e));
-    }
-    let old = temp_sibling(target).with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
-    if let Err(e) = std::fs::rename(staged, target) {
-        // Put the previous partition back: readers keep the old data rather than none.
-        let _ = std::fs::rename(&old, target);
-        return Err(Error::io(target, e));
-    }
-    std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
-}
-
-/// A staging directory for a partition, on the same file system as the target when the root is
-/// local (so the final rename is atomic), else in the spill directory.
+/// A staging directory for a partition: in the process's staging area under a local root
+/// (same file system as the target, outside every dataset directory: see [`crate::commit`]),
+/// else in the spill directory.
 pub fn staging_dir(
     root: &DataRoot,
     spill_dir: &Path,
     dataset: &str,
     partition: &Partition,
 ) -> Result<PathBuf> {
+    // Unique within the process too: runs of one process (shards run together) stage side by side.
+    static STAGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = match root {
-        DataRoot::Local(p) => p.join(dataset).join(format!(
-            ".{}.staging-{}",
-            partition.dir_name(),
-            std::process::id()
-        )),
+        DataRoot::Local(p) => {
+            crate::commit::area(p)?.join(format!("{dataset}-{}-{n}", partition.dir_name()))
+        }
         DataRoot::ObjectStore { .. } => spill_dir.join(format!(
-            "sp-staging-{dataset}-{}-{}",
+            "sp-staging-{dataset}-{}-{}-{n}",
             partition.dir_name(),
             std::process::id()
         )),
@@ -456,38 +431,34 @@ pub fn staging_dir(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary() {
+        // /dev/full: every write fails with ENOSPC, like a full data disk.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("record.json");
+        std::os::unix::fs::symlink("/dev/full", temp_sibling(&target)).unwrap();
+        let err = write_atomic(&target, b"{}").unwrap_err();
+        assert_eq!(err.exit_code(), crate::ExitCode::TempFail, "{err}");
+        assert!(!temp_sibling(&target).exists(), "the temporary is removed");
+        assert!(!target.exists());
+    }
+
     #[tokio::test]
-    async fn publishing_replaces_a_partition_whole() {
+    async fn an_empty_partition_directory_is_no_partition() {
         let tmp = tempfile::tempdir().unwrap();
         let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
-        let part = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
-        for files in [
-            &["part-0.parquet", "part-1.parquet"][..],
-            &["part-0.parquet"][..],
-        ] {
-            let staged = staging_dir(&root, tmp.path(), "ds", &part).unwrap();
-            for f in files {
-                std::fs::write(staged.join(f), b"x").unwrap();
-            }
-            root.publish_partition(&staged, "ds", &part).await.unwrap();
-        }
-        let dir = tmp.path().join("ds/date=2026-11-26");
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["part-0.parquet"], "the stale part-1 must be gone");
-        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("ds")).unwrap().collect();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let dir = tmp.path().join("plays/date=2026-11-26");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(root.date_partition("plays", day).await.unwrap(), None);
+        std::fs::write(dir.join(".part-0.parquet.tmp-1"), b"x").unwrap();
         assert_eq!(
-            leftovers.len(),
-            1,
-            "no staging or old directories left behind"
+            root.date_partition("plays", day).await.unwrap(),
+            None,
+            "a temporary is no data"
         );
-        assert_eq!(
-            root.list_partitions("ds", "date").await.unwrap(),
-            ["2026-11-26"]
-        );
+        std::fs::write(dir.join("part-0.parquet"), b"x").unwrap();
+        assert!(root.date_partition("plays", day).await.unwrap().is_some());
     }
 
     #[test]

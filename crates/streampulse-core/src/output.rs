@@ -26,8 +26,8 @@ const WRITE_BATCH_ROWS: usize = 64 * 1024;
 const ROW_GROUP_ROWS: usize = 1024 * 1024;
 const FILE_ROWS: usize = 32 * 1024 * 1024;
 
-/// A written, not yet published, partition of one dataset.
-#[derive(Debug)]
+/// A written, not yet published, partition of one dataset. Publish it with the run's others
+/// through [`crate::commit::publish`].
 pub struct StagedPartition {
     pub dataset: String,
     pub partition: Partition,
@@ -35,15 +35,51 @@ pub struct StagedPartition {
     pub rows: u64,
     pub bytes: u64,
     pub files: usize,
+    /// `None`: the partition is replaced whole. `Some(stale)`: the files join the partition
+    /// beside what it holds (one shard of several), and its files for which `stale` is true go.
+    pub(crate) stale: Option<StaleFiles>,
+}
+
+/// Which of a partition's files a shard's publish removes.
+pub(crate) type StaleFiles = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for StagedPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedPartition")
+            .field("dataset", &self.dataset)
+            .field("partition", &self.partition)
+            .field("dir", &self.dir)
+            .field("rows", &self.rows)
+            .field("files", &self.files)
+            .field("beside", &self.stale.is_some())
+            .finish()
+    }
 }
 
 impl StagedPartition {
-    /// Makes the partition visible under the data root, replacing an earlier run's.
-    pub async fn publish(self, root: &DataRoot) -> Result<String> {
-        root.publish_partition(&self.dir, &self.dataset, &self.partition)
-            .await?;
-        Ok(root.partition_url(&self.dataset, &self.partition))
-        // Drop finds the staging directory gone (renamed or uploaded) and does nothing.
+    /// Publishes the files beside the partition's others instead of replacing it (each shard of
+    /// a sharded run adds its own); the partition's files for which `stale` is true are removed
+    /// (the shard's earlier files, files of another shard layout).
+    pub fn beside(mut self, stale: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.stale = Some(Arc::new(stale));
+        self
+    }
+
+    /// Uploads to an object store, partition by partition (see [`crate::commit`] for why this
+    /// is not a commit there).
+    pub(crate) async fn publish_uncommitted(&self, root: &DataRoot) -> Result<()> {
+        match &self.stale {
+            None => {
+                root.publish_partition(&self.dir, &self.dataset, &self.partition)
+                    .await?
+            }
+            Some(stale) => {
+                let stale = stale.clone();
+                root.publish_files(&self.dir, &self.dataset, &self.partition, move |n| stale(n))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +119,7 @@ pub async fn write_partition(
         rows: 0,
         bytes: 0,
         files: 0,
+        stale: None,
     };
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     let mut rows_in_file = 0usize;

@@ -8,7 +8,7 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PipelineError, Result};
 use crate::location::{DataRoot, Partition, temp_sibling};
 
 /// One rejected input row.
@@ -22,6 +22,37 @@ pub struct Reject {
     pub reason: String,
     /// The record as it appeared in the input.
     pub raw: String,
+}
+
+/// A point in a [`RejectSink`]'s output.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint {
+    count: u64,
+    bytes: u64,
+}
+
+/// Runs `pass` over an input that a streaming merge needs sorted, trusting its order first
+/// (`pass(false, ..)`): when it turns out not sorted, the rejects of the abandoned pass are
+/// forgotten (those pushed before it are kept) and `pass(true, ..)` runs once on input the
+/// engine sorts. Returns the result and whether the input had to be sorted.
+pub async fn once_sorted<T>(
+    rejects: &mut RejectSink,
+    mut pass: impl AsyncFnMut(bool, &mut RejectSink) -> std::result::Result<T, PipelineError>,
+) -> std::result::Result<(T, bool), PipelineError> {
+    let before = rejects.checkpoint()?;
+    match pass(false, rejects).await {
+        Err(PipelineError::NotSorted { input, key, line }) => {
+            tracing::warn!(
+                %input,
+                key,
+                line,
+                "input not sorted: sorting it first (slower; write it sorted upstream to skip this)"
+            );
+            rejects.rewind(before)?;
+            Ok((pass(true, rejects).await?, true))
+        }
+        other => Ok((other?, false)),
+    }
 }
 
 /// Streams rejects of one run to disk and publishes them at the end.
@@ -90,6 +121,39 @@ impl RejectSink {
         Ok(())
     }
 
+    /// Where the sink is now, to [`RejectSink::rewind`] to.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint> {
+        let bytes = match self.writer.as_mut() {
+            Some(w) => {
+                w.flush().map_err(|e| Error::io(&self.tmp, e))?;
+                w.get_ref()
+                    .metadata()
+                    .map_err(|e| Error::io(&self.tmp, e))?
+                    .len()
+            }
+            None => 0,
+        };
+        Ok(Checkpoint {
+            count: self.count,
+            bytes,
+        })
+    }
+
+    /// Forgets the rejects pushed since `to` (a pass over the input that is being redone), and
+    /// keeps those before it.
+    pub fn rewind(&mut self, to: Checkpoint) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        if let Some(w) = self.writer.as_mut() {
+            w.flush().map_err(|e| Error::io(&self.tmp, e))?;
+            let f = w.get_mut();
+            f.set_len(to.bytes).map_err(|e| Error::io(&self.tmp, e))?;
+            f.seek(SeekFrom::Start(to.bytes))
+                .map_err(|e| Error::io(&self.tmp, e))?;
+        }
+        self.count = to.count;
+        Ok(())
+    }
+
     /// Closes the file and moves it into place (or removes a stale one when nothing was rejected).
     pub async fn finish(mut self) -> Result<u64> {
         match self.writer.take() {
@@ -144,6 +208,50 @@ impl Drop for RejectSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_sorted_retry_keeps_the_rejects_from_before_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::Local(tmp.path().to_path_buf());
+        let part = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+        let mut sink = RejectSink::new(&root, tmp.path(), "recommend", &part);
+        let reject = |line: u64| Reject {
+            file: "songs.parquet".into(),
+            line,
+            column: None,
+            reason: "before".into(),
+            raw: String::new(),
+        };
+        sink.push(&reject(1)).unwrap(); // the catalog's, before the users' pass
+        let (passes, sorted) = once_sorted(&mut sink, async |sorted, sink: &mut RejectSink| {
+            sink.push(&reject(if sorted { 20 } else { 10 }))?;
+            if sorted {
+                Ok(2)
+            } else {
+                Err(PipelineError::NotSorted {
+                    input: "users".into(),
+                    key: "user_id",
+                    line: 3,
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!((passes, sorted), (2, true));
+        assert_eq!(sink.count(), 2);
+        let at = sink.location();
+        sink.finish().await.unwrap();
+        let lines: Vec<u64> = std::fs::read_to_string(at)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Reject>(l).unwrap().line)
+            .collect();
+        assert_eq!(
+            lines,
+            [1, 20],
+            "the catalog's reject is kept, the abandoned pass's is not"
+        );
+    }
 
     #[tokio::test]
     async fn rejects_are_jsonl_and_checked_against_the_share() {

@@ -53,6 +53,47 @@ pub const PLAYS_COLUMNS: [&str; 15] = [
     "client_version",
 ];
 
+/// A rule of the data contract on a column's values beyond their type. Every reader applies
+/// them (the CSV decoder, [`crate::conform::validate`] for Parquet): a row that breaks one is
+/// rejected with the rule as its reason, never counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Durations: `ms_played`, `track_ms`, `duration_ms`.
+    NonNegative,
+    /// `country`: an ISO 3166-1 alpha-2 code, two capital letters.
+    CountryCode,
+}
+
+impl Rule {
+    /// The rule of a contract column, by name (the same name means the same thing in every
+    /// dataset of the contract).
+    pub fn of(column: &str) -> Option<Rule> {
+        match column {
+            "ms_played" | "track_ms" | "duration_ms" => Some(Rule::NonNegative),
+            "country" => Some(Rule::CountryCode),
+            _ => None,
+        }
+    }
+
+    /// Why an integer breaks the rule, if it does.
+    pub fn check_int(self, v: i64) -> Option<&'static str> {
+        match self {
+            Rule::NonNegative if v < 0 => Some("negative duration"),
+            _ => None,
+        }
+    }
+
+    /// Why a string breaks the rule, if it does.
+    pub fn check_str(self, s: &[u8]) -> Option<&'static str> {
+        match self {
+            Rule::CountryCode if !(s.len() == 2 && s.iter().all(u8::is_ascii_uppercase)) => {
+                Some("not an ISO 3166 alpha-2 country code (two capital letters)")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The 30-second rule: a play counts as a stream from this many milliseconds on.
 pub const STREAM_MIN_MS: i32 = 30_000;
 

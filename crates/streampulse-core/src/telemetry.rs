@@ -24,7 +24,8 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// The root span of a run: every log line of the run carries pipeline, date and run id.
+/// The root span of a run: every log line of the run carries pipeline, date and run id. At the
+/// error level, so that `RUST_LOG=warn` (which disables info spans) keeps it on the warnings.
 pub fn run_span(pipeline: &str, logical_date: &str, run_id: &str) -> tracing::Span {
-    tracing::info_span!("run", pipeline, logical_date, run_id)
+    tracing::error_span!("run", pipeline, logical_date, run_id)
 }

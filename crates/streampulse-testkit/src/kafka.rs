@@ -121,3 +121,34 @@ pub fn consume_all(brokers: &str, topic: &str) -> Vec<(String, serde_json::Value
     }
     out
 }
+
+/// Waits (up to `timeout`) for the first message of `topic`, which need not exist yet, and
+/// returns what `on_first` says at that moment: for checking what a consumer finds in place
+/// when a message reaches it. `None` when no message came.
+pub fn at_first_message<T>(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    on_first: impl FnOnce() -> T,
+) -> Option<T> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("first-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "200")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("a consumer");
+    consumer.subscribe(&[topic]).expect("a subscription");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // Errors before the topic exists (unknown topic) are expected: keep polling.
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(50)) {
+            return Some(on_first());
+        }
+    }
+    None
+}

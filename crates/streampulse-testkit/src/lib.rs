@@ -10,6 +10,7 @@
 
 pub mod alias;
 pub mod catalog;
+pub mod cli;
 pub mod dims;
 pub mod golden;
 pub mod kafka;
@@ -288,7 +289,8 @@ fn write_plays(
 ) -> Result<()> {
     let window = 4 * rayon::current_num_threads().max(1);
     let chunks = model.chunks();
-    let (tx, rx) = sync_channel::<Vec<(Vec<u8>, Option<RecordBatch>, u64, u64)>>(1);
+    type Produced = (Vec<u8>, Option<arrow::error::Result<RecordBatch>>, u64, u64);
+    let (tx, rx) = sync_channel::<Vec<Produced>>(1);
     let csv_path = export_path(root, cfg.date);
     let pq_path = partition_file(root, "plays", cfg.date);
     let day_start = cfg
@@ -328,7 +330,7 @@ fn write_plays(
                         bytes += text.len() as u64;
                     }
                     if let (Some(p), Some(b)) = (pq_out.as_mut(), batch) {
-                        p.write(&b)?;
+                        p.write(&b?)?;
                     }
                     done += n;
                 }
@@ -362,7 +364,22 @@ fn write_plays(
                     }
                     let late = chunk.played_at.iter().filter(|&&t| t < day_start).count() as u64;
                     let bad = (chunk.len() - chunk.good_rows()) as u64;
-                    let batch = parquet.then(|| chunk.to_batch());
+                    // The export carries late plays of the evening before (as real exports do);
+                    // the date's partition holds that date only, like play-ingest's.
+                    let batch = parquet.then(|| {
+                        let batch = chunk.to_batch();
+                        let played_at = arrow::compute::cast(
+                            batch.column_by_name("played_at").ok_or_else(|| {
+                                arrow::error::ArrowError::SchemaError("no played_at".into())
+                            })?,
+                            &arrow::datatypes::DataType::Int64,
+                        )?;
+                        let in_day = arrow::compute::kernels::cmp::gt_eq(
+                            &played_at,
+                            &arrow::array::Int64Array::new_scalar(day_start),
+                        )?;
+                        arrow::compute::filter_record_batch(&batch, &in_day)
+                    });
                     (text, batch, chunk.len() as u64, bad * (1 << 32) + late)
                 })
                 .collect();

@@ -158,7 +158,8 @@ pub fn subscriptions(
         let p = &PLANS[plan_pick.sample(&mut rng)];
         // Price in the currency's minor unit, as Decimal128(18,6).
         let minor = m.3 * p.2 / 100;
-        let scale = 10i128.pow(6 - minor_unit_digits(m.1));
+        let scale =
+            10i128.pow(6 - minor_unit_digits(m.1).expect("the markets are ISO 4217 currencies"));
         let mut push = |s: i32, e: Option<i32>, rng: &mut Pcg64Mcg| {
             id.push(next_id);
             next_id += 1;

@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray};
+use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, col, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, col, lit};
+use streampulse_core::engine;
+use streampulse_core::schema::{ASSIGNMENTS, EXPERIMENTS, USER_METRICS};
 use streampulse_core::stream::spawned;
 
 use crate::Config;
@@ -38,26 +41,18 @@ pub async fn locate(cfg: &Config) -> Result<Inputs> {
     })
 }
 
-/// Opens `url` with only `columns` (expressions over the file's columns), restricted to one
-/// experiment when `only` is set. A missing column is an input error naming the file.
+/// Opens `url` with only `columns` (expressions over the `required` columns, read in the
+/// `contract`'s types whoever wrote the file: see `streampulse_core::conform`), restricted to
+/// one experiment when `only` is set. A missing column is an input error naming the file.
 async fn frame(
     ctx: &SessionContext,
     url: &str,
+    contract: &SchemaRef,
     required: &[&str],
     columns: Vec<Expr>,
     only: Option<&str>,
 ) -> Result<DataFrame> {
-    let df = ctx.read_parquet(url, ParquetReadOptions::default()).await?;
-    for name in required {
-        if df.schema().field_with_unqualified_name(name).is_err() {
-            return Err(Error::Core(streampulse_core::Error::Input {
-                file: url.to_string(),
-                line: 0,
-                column: (*name).to_string(),
-                reason: "missing column".into(),
-            }));
-        }
-    }
+    let df = engine::read_parquet(ctx, vec![url.to_string()], contract, required).await?;
     let df = match only {
         Some(id) => df.filter(col("experiment_id").eq(lit(id)))?,
         None => df,
@@ -86,6 +81,7 @@ pub async fn assignments(
     let df = frame(
         ctx,
         url,
+        &ASSIGNMENTS,
         &["experiment_id", "user_id", "variant"],
         vec![
             col("experiment_id"),
@@ -108,6 +104,7 @@ pub async fn user_metrics(
     let df = frame(
         ctx,
         url,
+        &USER_METRICS,
         &[
             "experiment_id",
             "user_id",
@@ -141,6 +138,7 @@ pub async fn continuous_metrics(
     let df = frame(
         ctx,
         url,
+        &USER_METRICS,
         &[
             "experiment_id",
             "minutes_listened",
@@ -177,6 +175,7 @@ pub async fn experiment_plans(
     let df = frame(
         ctx,
         url,
+        &EXPERIMENTS,
         &["experiment_id", "variant", "weight", "is_control"],
         vec![
             col("experiment_id"),

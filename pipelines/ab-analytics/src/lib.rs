@@ -36,10 +36,10 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
 use streampulse_core::location::Partition;
 use streampulse_core::output::{StagedPartition, write_partition};
-use streampulse_core::rejects::RejectSink;
+use streampulse_core::rejects::{RejectSink, once_sorted};
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::AB_RESULTS;
 use streampulse_core::{engine, exit::EXIT_CODES_HELP};
@@ -94,6 +94,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+
+    #[command(flatten)]
+    pub rejects: RejectArgs,
 }
 
 /// The validated configuration of a run.
@@ -107,6 +113,8 @@ pub struct Config {
     pub assignments: Option<PathBuf>,
     pub user_metrics: Option<PathBuf>,
     pub experiments: Option<PathBuf>,
+    /// `--max-reject-share`.
+    pub max_reject_share: f64,
     pub common: CommonConfig,
 }
 
@@ -129,6 +137,7 @@ impl Args {
             )));
         }
         Ok(Config {
+            max_reject_share: self.rejects.validate()?,
             date: self.date,
             experiment: self.experiment.clone(),
             confidence: open_unit("--confidence", self.confidence)?,
@@ -137,7 +146,7 @@ impl Args {
             assignments: self.assignments.clone(),
             user_metrics: self.user_metrics.clone(),
             experiments: self.experiments.clone(),
-            common: self.common.validate()?,
+            common: self.common.validate_with(&self.budget)?,
         })
     }
 }
@@ -297,7 +306,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let day = Partition::date(cfg.date);
     let date = day.value.clone();
     // Outside the pool: two batches per input in flight and the join's accumulators.
-    let pool = engine::pool_bytes(common.memory_limit.0, 64 << 20);
+    let pool = engine::pool_bytes(common.budget(), 64 << 20);
     let ctx = engine::session(common, pool)?;
     // One partition per scan: rows reach the join in file order, so inputs written sorted need
     // no sort. The two inputs still decode in parallel, each on its own task.
@@ -308,8 +317,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .execution
         .target_partitions = 1;
     meter.engine = "datafusion".into();
-    meter.threads = common.threads;
-    meter.memory_limit_bytes = common.memory_limit.0;
 
     let inputs = input::locate(cfg).await?;
     let only = cfg.experiment.as_deref();
@@ -334,26 +341,17 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         None => HashMap::new(),
     };
 
-    let new_sink = || RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
-    let mut rejects = new_sink();
-    let joined = match join_inputs(&ctx, &inputs, only, false, &plans, &caps, &mut rejects).await {
-        Err(Error::NotSorted { input, line, .. }) => {
-            tracing::warn!(
-                %input,
-                line,
-                "input not sorted by (experiment_id, user_id): sorting it first (slower; \
-                 write it sorted upstream to skip this)"
-            );
-            drop(rejects); // the rejects of the abandoned pass
-            rejects = new_sink();
-            meter.set("sorted_inputs", true);
-            join_inputs(&ctx, &inputs, only, true, &plans, &caps, &mut rejects).await?
-        }
-        other => other?,
-    };
+    let mut rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
+    let (joined, sorted) = once_sorted(&mut rejects, async |sorted, rejects: &mut RejectSink| {
+        join_inputs(&ctx, &inputs, only, sorted, &plans, &caps, rejects).await
+    })
+    .await?;
+    if sorted {
+        meter.set("sorted_inputs", true);
+    }
     let rows_in = joined.assignment_rows + joined.metric_rows;
     meter.rows_in = rows_in;
-    let share_check = rejects.check_share(rows_in, common.max_reject_share);
+    let share_check = rejects.check_share(rows_in, cfg.max_reject_share);
     let rejects_at = rejects.location();
     let rejected = rejects.finish().await?;
     meter.rows_rejected = rejected;
@@ -367,10 +365,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     if let Some(id) = only
         && experiments.is_empty()
     {
-        return Err(Error::Core(streampulse_core::Error::InputMissing(format!(
+        // The day's assignments are there, without this experiment: no retry will change that
+        // (65), unlike a partition that has not arrived yet (66).
+        return Err(Error::Inconsistent(format!(
             "no assignments of experiment {id} in {}",
             inputs.assignments
-        ))));
+        )));
     }
     for id in plans.keys() {
         if !experiments.iter().any(|e| &e.id == id) {
@@ -419,11 +419,15 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         rejects: (rejected > 0).then_some(rejects_at),
         experiments: Vec::new(),
     };
-    for s in staged {
+    for s in &staged {
         meter.rows_out += s.rows;
         meter.bytes_out += s.bytes;
-        outcome.outputs.push(s.publish(&common.data_root).await?);
     }
+    outcome.outputs = streampulse_core::commit::publish(&common.data_root, staged)
+        .await?
+        .into_iter()
+        .map(|p| p.url.clone())
+        .collect();
     for r in &reports {
         let base = format!("ab_reports/{}/{}", day.dir_name(), r.experiment_id);
         let json = report::json(r).map_err(streampulse_core::Error::from)?;
@@ -478,3 +482,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.set("pool_bytes", pool);
     Ok(outcome)
 }
+
+streampulse_core::pipeline!(
+    output = Outcome,
+    logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string()
+);

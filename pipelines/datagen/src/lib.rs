@@ -159,7 +159,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
     let show_bar = cfg.common.log_format == streampulse_core::config::LogFormat::Text
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     meter.engine = "rayon".into();
-    meter.threads = threads;
     let summary = tokio::task::spawn_blocking(move || {
         let bar = indicatif::ProgressBar::new(gen_cfg.plays);
         if show_bar {
@@ -319,3 +318,8 @@ pub async fn produce_plays(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+streampulse_core::pipeline!(
+    output = GenSummary,
+    logical_date = |cfg| cfg.gen_config.date.format("%Y-%m-%d").to_string()
+);

@@ -1,23 +1,5 @@
 //! `datagen`: synthetic StreamPulse data for one logical date (`--help` for flags).
 
-use clap::Parser;
-use datagen::{Args, PIPELINE, run};
-use streampulse_core::runner::execute;
-use streampulse_core::{exit::ExitCode, telemetry};
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    telemetry::init(args.common.log_format);
-    let cfg = match args.validate() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::Usage.into();
-        }
-    };
-    let date = cfg.gen_config.date.format("%Y-%m-%d").to_string();
-    execute(PIPELINE, &date, &cfg.common, async |meter| {
-        run(&cfg, meter).await
-    })
-    .into()
+    streampulse_core::runner::main::<datagen::Args>()
 }

@@ -89,11 +89,21 @@ impl Default for Behaviour {
     }
 }
 
+/// The server's exit codes (`--help`): it is no pipeline run, but speaks the same codes.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   stopped by SIGTERM or ctrl-c after serving
+  64  usage: invalid flags or configuration
+  65  the catalog cannot be read (a missing or malformed songs file)
+  69  the listen address cannot be bound (in use, or not ours)
+  70  internal error (a bug)";
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = PROGRAM,
     version,
-    about = "A local HTTP server that behaves like the rate-limited partner song metadata API"
+    about = "A local HTTP server that behaves like the rate-limited partner song metadata API",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
     /// Address to listen on; port 0 picks a free one (see --port-file).
@@ -147,7 +157,7 @@ pub struct Args {
     pub hang_s: u64,
 
     /// The bearer token clients must send (default: none required).
-    #[arg(long, env = "SP_API_TOKEN")]
+    #[arg(long, env = "SP_API_TOKEN", hide_env_values = true)]
     pub token: Option<Secret<String>>,
 
     /// Largest page of the change feed.

@@ -51,12 +51,12 @@ pub struct Args {
     pub api_url: url::Url,
 
     /// Bearer token for the API.
-    #[arg(long, env = "SP_API_TOKEN")]
+    #[arg(long, env = "SP_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<Secret<String>>,
 
     /// The catalog database: `sqlite:PATH` or `postgres://user@host/db`. Default: the SQLite file
     /// `<data-root>/catalog/catalog.sqlite`.
-    #[arg(long, env = "SP_DATABASE_URL")]
+    #[arg(long, env = "SP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret<String>>,
 
     /// Name of the partner in the cursor table.
@@ -219,8 +219,6 @@ pub struct Outcome {
 }
 
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
-    meter.threads = cfg.common.threads;
-    meter.memory_limit_bytes = cfg.common.memory_limit.0;
     let db = CatalogDb::connect(cfg.database_url.expose()).await?;
     meter.engine = format!("http+{}", db.backend());
     let client = Arc::new(ApiClient::new(cfg.client.clone())?);
@@ -250,13 +248,20 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let catalog_songs = staged.rows;
     meter.rows_out = staged.rows;
     meter.bytes_out = staged.bytes;
-    // The snapshot is published whatever happens to Kafka; a Kafka failure then fails the run.
-    let published = match &cfg.kafka {
-        Some(dest) => Some(publish_changed(dest, &staged.dir, &stats.changed_ids).await),
+    // The snapshot is in place before Kafka hears of the changes (a consumer can always read
+    // it); a Kafka failure then fails the run, with the snapshot published.
+    let published = streampulse_core::commit::publish(root, vec![staged]).await?;
+    let Some(snapshot) = published.first() else {
+        return Err(Error::Pipeline(PipelineError::Internal(
+            "the snapshot was not published".into(),
+        )));
+    };
+    let sent = match &cfg.kafka {
+        Some(dest) => Some(publish_changed(dest, &snapshot.dir, &stats.changed_ids).await),
         None => None,
     };
-    let snapshot = staged.publish(root).await?;
-    if let Some(result) = published {
+    let snapshot = snapshot.url.clone();
+    if let Some(result) = sent {
         let (messages, bytes) = result?;
         meter.set("kafka_messages", messages);
         meter.set("kafka_bytes", bytes);
@@ -306,3 +311,8 @@ async fn publish_changed(
     tracing::info!(topic = %dest.topic, messages, "changed songs published to Kafka");
     Ok((messages, bytes))
 }
+
+streampulse_core::pipeline!(
+    output = Outcome,
+    logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string()
+);

@@ -35,7 +35,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::commit;
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
 use streampulse_core::csv::{CsvDecoder, CsvOptions};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
@@ -68,8 +69,9 @@ pub struct Args {
     #[arg(long, env = "SP_DATE", value_parser = streampulse_core::config::parse_date)]
     pub date: NaiveDate,
 
-    /// An explicit input: the CSV export (*.csv) or a Parquet file or directory. Default: the
-    /// `plays` partition under the data root, else `<root>/exports/plays-<date>.csv`.
+    /// An explicit input: the CSV export (*.csv, or gzip/zstd: *.csv.gz, *.csv.zst) or a
+    /// Parquet file or directory. Default: the `plays` partition under the data root, else
+    /// `<root>/exports/plays-<date>.csv` (or .csv.gz, .csv.zst).
     #[arg(long, env = "SP_INPUT")]
     pub input: Option<PathBuf>,
 
@@ -100,6 +102,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+
+    #[command(flatten)]
+    pub rejects: RejectArgs,
 }
 
 /// The validated configuration of a run.
@@ -113,6 +121,8 @@ pub struct Config {
     pub chart_lookback_days: u32,
     /// Where the charts are also published, with --kafka-brokers.
     pub kafka: Option<Destination>,
+    /// `--max-reject-share`.
+    pub max_reject_share: f64,
     pub common: CommonConfig,
 }
 
@@ -122,6 +132,7 @@ impl Args {
             return Err(Error::Config("--chart-size must be at least 1".into()));
         }
         Ok(Config {
+            max_reject_share: self.rejects.validate()?,
             date: self.date,
             input: self.input.clone(),
             stream_cap: (self.max_streams_per_user_per_day > 0)
@@ -130,7 +141,7 @@ impl Args {
             chart_size: self.chart_size,
             chart_lookback_days: self.chart_lookback_days,
             kafka: self.kafka.destination(&self.charts_topic)?,
-            common: self.common.validate()?,
+            common: self.common.validate_with(&self.budget)?,
         })
     }
 }
@@ -189,10 +200,20 @@ enum Source {
     Parquet(String),
 }
 
+/// Names a CSV export may have: plain, or compressed as exports are usually delivered.
+const EXPORT_SUFFIXES: [&str; 4] = [".csv", ".csv.gz", ".csv.zst", ".csv.zstd"];
+
+fn is_csv(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    EXPORT_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 async fn locate_input(cfg: &Config) -> Result<Source> {
     if let Some(p) = &cfg.input {
-        let is_csv = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-        return Ok(if is_csv {
+        return Ok(if is_csv(p) {
             Source::Csv(p.clone())
         } else {
             Source::Parquet(p.display().to_string())
@@ -203,11 +224,16 @@ async fn locate_input(cfg: &Config) -> Result<Source> {
     if let Some(url) = root.date_partition("plays", cfg.date).await? {
         return Ok(Source::Parquet(url));
     }
-    let export = format!("exports/plays-{}.csv", partition.value);
-    match root.local_path(&export) {
-        Some(p) if p.exists() => Ok(Source::Csv(p)),
-        _ => Err(Error::Core(streampulse_core::Error::InputMissing(format!(
-            "no plays for {}: neither {} nor {}/{export} exists (pass --input)",
+    let export = format!("exports/plays-{}", partition.value);
+    let found = EXPORT_SUFFIXES
+        .iter()
+        .filter_map(|s| root.local_path(&format!("{export}{s}")))
+        .find(|p| p.exists());
+    match found {
+        Some(p) => Ok(Source::Csv(p)),
+        None => Err(Error::Core(streampulse_core::Error::InputMissing(format!(
+            "no plays for {}: neither {} nor {}/{export}.csv (or .csv.gz, .csv.zst) exists \
+             (pass --input)",
             partition.value,
             root.partition_url("plays", &partition),
             root.display()
@@ -281,8 +307,8 @@ async fn open_input(
         Source::Csv(path) => {
             let threads = cfg.common.threads;
             // Smaller blocks under a small budget: in-flight blocks are memory outside the pool.
-            let block_size = (cfg.common.memory_limit.0 / 64 / threads as u64)
-                .clamp(256 << 10, 4 << 20) as usize;
+            let block_size =
+                (cfg.common.budget() / 64 / threads as u64).clamp(256 << 10, 4 << 20) as usize;
             let decoder = CsvDecoder::open(
                 &path,
                 &PLAYS,
@@ -293,8 +319,14 @@ async fn open_input(
                 },
             )?;
             let schema = prepared_schema(&decoder.schema());
-            // Export rows are ~150 bytes; a guess on the high side only makes buckets smaller.
-            let expected = std::fs::metadata(&path).map_or(0, |m| m.len() / 64);
+            // Export rows are ~150 bytes, compressed ~25; a guess on the high side only makes
+            // buckets smaller.
+            let per_row = if path.extension().is_some_and(|e| e != "csv") {
+                8
+            } else {
+                64
+            };
+            let expected = std::fs::metadata(&path).map_or(0, |m| m.len() / per_row);
             tracing::info!(input = %path.display(), block_size, "decoding CSV export");
             let stream = blocking_stream(schema.clone(), 2, move |tx| {
                 for block in decoder.blocks() {
@@ -323,10 +355,9 @@ async fn open_input(
         }
         Source::Parquet(url) => {
             tracing::info!(input = %url, "reading Parquet partition");
-            let df = ctx
-                .read_parquet(url.clone(), ParquetReadOptions::default())
-                .await?
-                .select_columns(&COLUMNS)?;
+            // Whoever wrote the partition (pandas' µs timestamps, int32 ids, ...): the
+            // contract's types, converted exactly or refused with the file and column.
+            let df = engine::read_parquet(ctx, vec![url.clone()], &PLAYS, &COLUMNS).await?;
             let schema = prepared_schema(&Arc::new(df.schema().as_arrow().clone()));
             let inner = df.execute_stream().await?;
             let bytes = parquet_bytes(&url);
@@ -336,8 +367,23 @@ async fn open_input(
             let stats2 = stats.clone();
             let mapped = inner.map(move |b| {
                 let b = b?;
-                if let Ok(mut s) = stats2.lock() {
-                    s.records += b.num_rows() as u64;
+                let first_row = match stats2.lock() {
+                    Ok(mut s) => {
+                        s.records += b.num_rows() as u64;
+                        s.records - b.num_rows() as u64
+                    }
+                    Err(_) => return Err(DataFusionError::Internal("input stats poisoned".into())),
+                };
+                // The CSV decoder applies the contract's rules as it parses; a Parquet file
+                // gets them here: nulls, negative durations, malformed countries are rejected.
+                let (b, bad) = streampulse_core::conform::validate(&b, &PLAYS, &url, first_row)?;
+                if !bad.is_empty() {
+                    let mut sink = rejects
+                        .lock()
+                        .map_err(|_| DataFusionError::Internal("reject sink poisoned".into()))?;
+                    for r in &bad {
+                        sink.push(r)?;
+                    }
                 }
                 prepare(&b, lo, hi, &stats2)
             });
@@ -391,12 +437,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let partition = Partition::date(cfg.date);
     // Outside the pool: the process itself, the decode blocks in flight (under a small budget they
     // shrink with it, see open_input) and the Parquet writers.
-    let outside = ((32 << 20) + common.threads as u64 * (12 << 20)).min(common.memory_limit.0 / 2);
-    let pool = engine::pool_bytes(common.memory_limit.0, outside);
+    let outside = ((32 << 20) + common.threads as u64 * (12 << 20)).min(common.budget() / 2);
+    let pool = engine::pool_bytes(common.budget(), outside);
     let ctx = engine::session(common, pool)?;
     meter.engine = "datafusion".into();
-    meter.threads = common.threads;
-    meter.memory_limit_bytes = common.memory_limit.0;
     tracing::info!(pool_bytes = pool, threads = common.threads, "engine ready");
 
     let rejects = Arc::new(Mutex::new(RejectSink::new(
@@ -471,7 +515,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         totals.country_entries_spilled(),
     );
     let rejects_at = sink.location();
-    let share_check = sink.check_share(records, common.max_reject_share);
+    let share_check = sink.check_share(records, cfg.max_reject_share);
     let rejected = sink.finish().await?;
     if rejected > 0 {
         tracing::warn!(rejected, rows = records, path = %rejects_at, "rejected input rows");
@@ -572,20 +616,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         chart_rows: 0,
         kafka_messages: None,
     };
-    // Parquet outputs are published whatever happens to Kafka; a Kafka failure then fails the run.
-    let published = match (&cfg.kafka, staged.iter().find(|s| s.dataset == "charts")) {
-        (Some(dest), Some(charts)) => {
-            // One message per chart entry, keyed by scope (`global` or a country code).
-            let shape = RowMessages {
-                key: "scope".into(),
-                group: false,
-                extra: vec![],
-            };
-            Some(publish_dataset(dest, PIPELINE, &charts.dir, &shape).await)
-        }
-        _ => None,
-    };
-    for s in staged {
+    for s in &staged {
         meter.rows_out += s.rows;
         meter.bytes_out += s.bytes;
         match s.dataset.as_str() {
@@ -593,13 +624,29 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "daily_artist_counts" => outcome.artist_rows = s.rows,
             _ => outcome.chart_rows = s.rows,
         }
-        outcome.outputs.push(s.publish(&common.data_root).await?);
     }
+    // The day's outputs appear together; Kafka hears of the charts only once they are in place
+    // (a consumer can always read the partition a message names). A Kafka failure then fails
+    // the run, with the Parquet outputs published.
+    let published = commit::publish(&common.data_root, staged).await?;
+    outcome.outputs = published.iter().map(|p| p.url.clone()).collect();
+    let sent = match (&cfg.kafka, published.iter().find(|p| p.dataset == "charts")) {
+        (Some(dest), Some(charts)) => {
+            // One message per chart entry, keyed by scope (`global` or a country code).
+            let shape = RowMessages {
+                key: "scope".into(),
+                group: false,
+                extra: vec![],
+            };
+            Some(publish_dataset(dest, PIPELINE, &charts.dir, None, &shape).await)
+        }
+        _ => None,
+    };
     meter.set("song_rows", outcome.song_rows);
     meter.set("artist_rows", outcome.artist_rows);
     meter.set("chart_rows", outcome.chart_rows);
     meter.set("pool_bytes", pool);
-    if let Some(result) = published {
+    if let Some(result) = sent {
         let (messages, bytes) = result?;
         meter.set("kafka_messages", messages);
         meter.set("kafka_bytes", bytes);
@@ -688,6 +735,11 @@ async fn charts_with_history(
     )
     .await?)
 }
+
+streampulse_core::pipeline!(
+    output = Outcome,
+    logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string()
+);
 
 #[cfg(test)]
 mod tests {

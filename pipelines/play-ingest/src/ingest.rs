@@ -367,7 +367,6 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<IngestSummary> {
     meter.engine = "rdkafka".into();
-    meter.threads = cfg.common.threads;
     ensure_topics(&cfg.brokers, &[&cfg.topic], cfg.kafka_timeout).await?;
     let revoked = Arc::new(Mutex::new(Vec::new()));
     let context = IngestContext {
@@ -487,7 +486,7 @@ pub async fn run(
         summary.consumed as f64 / started.elapsed().as_secs_f64().max(1e-9),
     );
     tracing::info!(?summary, "ingest finished");
-    let max = cfg.common.max_reject_share;
+    let max = cfg.max_reject_share;
     if summary.rejected as f64 > max * summary.consumed as f64 {
         return Err(streampulse_core::Error::TooManyRejects {
             rejected: summary.rejected,

@@ -21,7 +21,7 @@ pub mod ingest;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::config::{CommonArgs, CommonConfig, RejectArgs};
 use streampulse_core::exit::EXIT_CODES_HELP;
 
 pub use error::{Error, Result};
@@ -74,6 +74,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub rejects: RejectArgs,
 }
 
 /// The validated configuration of a run.
@@ -88,6 +91,8 @@ pub struct Config {
     pub flush_interval: Duration,
     pub session_timeout_ms: u32,
     pub kafka_timeout: Duration,
+    /// `--max-reject-share`.
+    pub max_reject_share: f64,
     pub common: CommonConfig,
 }
 
@@ -122,6 +127,7 @@ impl Args {
             )));
         }
         Ok(Config {
+            max_reject_share: self.rejects.validate()?,
             brokers: self.kafka_brokers.trim().to_string(),
             topic: self.topic.clone(),
             group: self.group.clone(),
@@ -135,3 +141,10 @@ impl Args {
         })
     }
 }
+
+// SIGTERM is not an error here: the consumer writes what it holds, commits, and exits 0.
+streampulse_core::pipeline!(
+    output = IngestSummary,
+    logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string(),
+    graceful
+);

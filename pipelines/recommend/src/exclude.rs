@@ -6,13 +6,13 @@
 //! block's exclusions are in memory at a time.
 
 use arrow::array::{Array, AsArray, Int64Array};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::Int64Type;
 use chrono::{Duration, NaiveDate};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, col, lit};
+use datafusion::prelude::{SessionContext, col, lit};
 use futures::StreamExt;
 use streampulse_core::location::{DataRoot, Partition};
-use streampulse_core::schema::STREAM_MIN_MS;
+use streampulse_core::schema::{PLAYS, STREAM_MIN_MS};
 
 use crate::error::Result;
 use crate::vectors::Catalog;
@@ -38,19 +38,21 @@ pub async fn window(root: &DataRoot, date: NaiveDate, days: u32) -> Result<Vec<S
 
 impl Exclusions {
     pub async fn open(ctx: &SessionContext, partitions: Vec<String>) -> Result<Self> {
-        let df = ctx
-            .read_parquet(partitions, ParquetReadOptions::default())
-            .await?
-            .filter(col("ms_played").gt_eq(lit(STREAM_MIN_MS)))?
-            .select(vec![
-                cast(col("user_id"), DataType::Int64).alias("user_id"),
-                cast(col("song_id"), DataType::Int64).alias("song_id"),
-            ])?
-            .aggregate(vec![col("user_id"), col("song_id")], vec![])?
-            .sort(vec![
-                col("user_id").sort(true, false),
-                col("song_id").sort(true, false),
-            ])?;
+        // The plays in the contract's types, whoever wrote them (int32 ids, ...).
+        let df = streampulse_core::engine::read_parquet(
+            ctx,
+            partitions,
+            &PLAYS,
+            &["user_id", "song_id", "ms_played"],
+        )
+        .await?
+        .filter(col("ms_played").gt_eq(lit(STREAM_MIN_MS)))?
+        .select(vec![col("user_id"), col("song_id")])?
+        .aggregate(vec![col("user_id"), col("song_id")], vec![])?
+        .sort(vec![
+            col("user_id").sort(true, false),
+            col("song_id").sort(true, false),
+        ])?;
         Ok(Exclusions {
             stream: df.execute_stream().await?,
             batch: None,

@@ -29,11 +29,11 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use futures::StreamExt;
 use rayon::prelude::*;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
 use streampulse_core::output::write_partition;
-use streampulse_core::rejects::RejectSink;
+use streampulse_core::rejects::{RejectSink, once_sorted};
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::RECOMMENDATIONS;
 use streampulse_core::{engine, exit::EXIT_CODES_HELP};
@@ -55,9 +55,23 @@ pub struct Shard {
 impl FromStr for Shard {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Shard::parse(s, std::env::var("JOB_COMPLETION_INDEX").ok().as_deref())
+    }
+}
+
+impl Shard {
+    /// `I/N`, or `auto/N` where I is `completion_index`: the `JOB_COMPLETION_INDEX` that
+    /// Kubernetes gives each pod of an Indexed Job, so one manifest runs every shard.
+    pub fn parse(s: &str, completion_index: Option<&str>) -> std::result::Result<Self, String> {
         let (i, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("expected I/N, got {s:?}"))?;
+            .ok_or_else(|| format!("expected I/N or auto/N, got {s:?}"))?;
+        let i = match i.trim() {
+            "auto" => completion_index.ok_or_else(|| {
+                format!("--shard {s}: JOB_COMPLETION_INDEX is not set (auto/N is for Kubernetes Indexed Jobs)")
+            })?,
+            i => i,
+        };
         let index: u32 = i
             .trim()
             .parse()
@@ -71,9 +85,7 @@ impl FromStr for Shard {
         }
         Ok(Shard { index, count })
     }
-}
 
-impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
     /// Whether `user` belongs to this shard: SplitMix64 of the id, so consecutive ids spread
@@ -106,7 +118,8 @@ pub struct Args {
     #[arg(long, env = "SP_EXCLUDE_DAYS", default_value_t = 0)]
     pub exclude_days: u32,
 
-    /// Score only shard I of N (from 0): for Airflow task mapping or an indexed Kubernetes job.
+    /// Score only shard I of N (from 0): for Airflow task mapping; `auto/N` takes I from
+    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's pod index).
     #[arg(long, env = "SP_SHARD", default_value = "0/1")]
     pub shard: Shard,
 
@@ -136,6 +149,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+
+    #[command(flatten)]
+    pub rejects: RejectArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +168,8 @@ pub struct Config {
     pub song_embeddings: Option<PathBuf>,
     /// Where the lists are also published, with --kafka-brokers.
     pub kafka: Option<Destination>,
+    /// `--max-reject-share`.
+    pub max_reject_share: f64,
     pub common: CommonConfig,
 }
 
@@ -163,6 +184,7 @@ impl Args {
             ));
         }
         Ok(Config {
+            max_reject_share: self.rejects.validate()?,
             date: self.date,
             k: self.k as usize,
             exclude_days: self.exclude_days,
@@ -171,7 +193,7 @@ impl Args {
             user_features: self.user_features.clone(),
             song_embeddings: self.song_embeddings.clone(),
             kafka: self.kafka.destination(&self.recommendations_topic)?,
-            common: self.common.validate()?,
+            common: self.common.validate_with(&self.budget)?,
         })
     }
 }
@@ -350,7 +372,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let common = &cfg.common;
     let day = Partition::date(cfg.date);
     // Outside the pool: the catalog, the blocks in flight and the writer.
-    let pool_bytes = engine::pool_bytes(common.memory_limit.0, 256 << 20);
+    let pool_bytes = engine::pool_bytes(common.budget(), 256 << 20);
     let ctx = engine::session(common, pool_bytes)?;
     ctx.state_ref()
         .write()
@@ -359,8 +381,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .execution
         .target_partitions = 1;
     meter.engine = "gemm".into();
-    meter.threads = common.threads;
-    meter.memory_limit_bytes = common.memory_limit.0;
     let threads = rayon::ThreadPoolBuilder::new()
         .num_threads(common.threads)
         .thread_name(|i| format!("recommend-score-{i}"))
@@ -375,7 +395,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .input_or_date_partition(cfg.user_features.as_deref(), "user_features", cfg.date)
         .await?;
     let mut rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
-    let catalog = Arc::new(vectors::catalog(&ctx, &songs_url, &mut rejects).await?);
+    let catalog =
+        Arc::new(vectors::catalog(&ctx, &songs_url, common.budget(), &mut rejects).await?);
     let songs_rejected = rejects.count();
     tracing::info!(songs = catalog.len(), dim = catalog.dim, "catalog loaded");
     if catalog.is_empty() {
@@ -396,63 +417,48 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         Vec::new()
     };
 
-    let mut sort = false;
-    let (progress, staged) = loop {
-        let (dim, users) = vectors::users(&ctx, &users_url, sort).await?;
-        if dim != catalog.dim {
-            return Err(Error::Inconsistent(format!(
-                "users have {dim} features but songs have {} dimensions",
-                catalog.dim
-            )));
-        }
-        let exclusions = if plays.is_empty() {
-            None
-        } else {
-            Some(Exclusions::open(&ctx, plays.clone()).await?)
-        };
-        let builder = RecordBatchReceiverStream::builder(RECOMMENDATIONS.clone(), 2);
-        let tx = builder.tx();
-        let output = builder.build();
-        let writer = write_partition(
-            &common.data_root,
-            &common.spill_dir,
-            "recommendations",
-            &day,
-            &RECOMMENDATIONS,
-            output,
-        );
-        let scoring = async {
-            let r = score_users(
-                cfg,
-                &users_url,
-                users,
-                dim,
-                &catalog,
-                exclusions,
-                &threads,
-                &mut rejects,
-                &tx,
-            )
-            .await;
-            drop(tx);
-            r
-        };
-        let (scored, written) = tokio::join!(scoring, writer);
-        match scored {
-            Err(Error::NotSorted { input, line, .. }) if !sort => {
-                tracing::warn!(%input, line, "users not sorted by user_id: sorting them for the exclusion merge");
-                drop(written);
-                rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
-                sort = true;
-                continue;
+    let ((progress, staged), _) =
+        once_sorted(&mut rejects, async |sort, rejects: &mut RejectSink| {
+            let (dim, users) = vectors::users(&ctx, &users_url, sort).await?;
+            if dim != catalog.dim {
+                return Err(Error::Inconsistent(format!(
+                    "users have {dim} features but songs have {} dimensions",
+                    catalog.dim
+                )));
             }
-            scored => break (scored?, written?),
-        }
-    };
+            let exclusions = if plays.is_empty() {
+                None
+            } else {
+                Some(Exclusions::open(&ctx, plays.clone()).await?)
+            };
+            let builder = RecordBatchReceiverStream::builder(RECOMMENDATIONS.clone(), 2);
+            let tx = builder.tx();
+            let output = builder.build();
+            let writer = write_partition(
+                &common.data_root,
+                &common.spill_dir,
+                "recommendations",
+                &day,
+                &RECOMMENDATIONS,
+                output,
+            );
+            let scoring = async {
+                let r = score_users(
+                    cfg, &users_url, users, dim, &catalog, exclusions, &threads, rejects, &tx,
+                )
+                .await;
+                drop(tx);
+                r
+            };
+            let (scored, written) = tokio::join!(scoring, writer);
+            // A pass abandoned for unsorted users drops its staged partition with it.
+            Ok((scored?, written?))
+        })
+        .await?;
     let users_in = progress.users_read;
     let share = rejects.check_share(
         users_in + catalog.len() as u64 + songs_rejected,
-        common.max_reject_share,
+        cfg.max_reject_share,
     );
     let rejects_at = rejects.location();
     let rejected = rejects.finish().await?;
@@ -478,20 +484,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         "scored"
     );
 
-    // Parquet outputs are published whatever happens to Kafka; a Kafka failure then fails the run.
-    let published = match &cfg.kafka {
-        Some(dest) => {
-            let shape = RowMessages {
-                key: "user_id".into(),
-                group: true,
-                extra: vec![("date".into(), cfg.date.to_string().into())],
-            };
-            Some(publish_dataset(dest, PIPELINE, &staged.dir, &shape).await)
-        }
-        None => None,
-    };
-    let outputs = if cfg.shard == Shard::ALL {
-        vec![staged.publish(&common.data_root).await?]
+    let staged = if cfg.shard == Shard::ALL {
+        staged
     } else {
         // Each shard adds its own files to the date's partition: rename the staged parts, then
         // publish them beside the other shards', dropping files of another layout.
@@ -506,15 +500,25 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             std::fs::rename(entry.path(), &to).map_err(|e| streampulse_core::Error::io(&to, e))?;
         }
         let own_layout = format!("-of-{count:05}-");
-        let mine = prefix.clone();
-        common
-            .data_root
-            .publish_files(&staged.dir, "recommendations", &day, move |name| {
-                name.starts_with(&mine) || !name.contains(&own_layout)
-            })
-            .await?
+        staged.beside(move |name| name.starts_with(&prefix) || !name.contains(&own_layout))
     };
-    let kafka_messages = match published {
+    let published = streampulse_core::commit::publish(&common.data_root, vec![staged]).await?;
+    let outputs: Vec<String> = published.iter().map(|p| p.url.clone()).collect();
+    // Kafka hears of the recommendations once they are in place; a Kafka failure then fails the
+    // run, with the Parquet outputs published.
+    let sent = match (&cfg.kafka, published.first()) {
+        (Some(dest), Some(recs)) => {
+            let shape = RowMessages {
+                key: "user_id".into(),
+                group: true,
+                extra: vec![("date".into(), cfg.date.to_string().into())],
+            };
+            let mine = (cfg.shard != Shard::ALL).then(|| shard_prefix(cfg.shard));
+            Some(publish_dataset(dest, PIPELINE, &recs.dir, mine.as_deref(), &shape).await)
+        }
+        _ => None,
+    };
+    let kafka_messages = match sent {
         Some(result) => {
             let (messages, bytes) = result?;
             meter.set("kafka_messages", messages);
@@ -533,4 +537,34 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         excluded_pairs: progress.excluded,
         gflops,
     })
+}
+
+streampulse_core::pipeline!(
+    output = Outcome,
+    logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string()
+);
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_parse_explicitly_or_from_the_job_completion_index() {
+        assert_eq!(Shard::parse("2/4", None), Ok(Shard { index: 2, count: 4 }));
+        assert_eq!(
+            Shard::parse("auto/4", Some("3")),
+            Ok(Shard { index: 3, count: 4 })
+        );
+        assert!(
+            Shard::parse("auto/4", None)
+                .unwrap_err()
+                .contains("JOB_COMPLETION_INDEX")
+        );
+        assert!(
+            Shard::parse("auto/4", Some("4")).is_err(),
+            "index past the count"
+        );
+        assert!(Shard::parse("auto/4", Some("x")).is_err());
+        assert!(Shard::parse("4", None).is_err());
+    }
 }

@@ -27,9 +27,9 @@ use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, Str
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef};
 use chrono::{Datelike, NaiveDate};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
-use streampulse_core::config::{CommonArgs, CommonConfig, Secret};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, Secret};
 use streampulse_core::location::Partition;
 use streampulse_core::money::{
     MONEY_SCALE, allocate, div_round_half_even, minor_to_decimal, minor_unit_digits,
@@ -37,7 +37,8 @@ use streampulse_core::money::{
 use streampulse_core::output::{StagedPartition, write_partition};
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::{
-    REVENUE_BY_ARTIST, REVENUE_BY_LABEL, REVENUE_BY_SONG, REVENUE_RECONCILIATION, STREAM_MIN_MS,
+    PLAYS, REVENUE_BY_ARTIST, REVENUE_BY_LABEL, REVENUE_BY_SONG, REVENUE_RECONCILIATION, SONGS,
+    STREAM_MIN_MS, SUBSCRIPTIONS,
 };
 use streampulse_core::{engine, exit::EXIT_CODES_HELP};
 
@@ -109,11 +110,14 @@ pub struct Args {
 
     /// PostgreSQL for `--engine postgres` (postgres://user@host/db); the run works in a
     /// schema of its own and drops it at the end.
-    #[arg(long, env = "SP_DATABASE_URL")]
+    #[arg(long, env = "SP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret<String>>,
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub budget: BudgetArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +163,7 @@ impl Args {
                 min_listeners: self.artist_min_listeners,
                 user_cap: self.user_monthly_cap.max(1),
             }),
-            common: self.common.validate()?,
+            common: self.common.validate_with(&self.budget)?,
         })
     }
 }
@@ -205,9 +209,30 @@ pub fn subscription_revenue(
     currency: &str,
     active_days: i64,
     month_days: i64,
-) -> i128 {
-    let unit = 10i128.pow(MONEY_SCALE - minor_unit_digits(currency));
-    div_round_half_even(price_raw * active_days as i128, unit * month_days as i128)
+) -> Result<i128> {
+    let unit = 10i128.pow(MONEY_SCALE - digits(currency)?);
+    Ok(div_round_half_even(
+        price_raw * active_days as i128,
+        unit * month_days as i128,
+    ))
+}
+
+/// The minor-unit digits of a subscription's currency; an unknown code is bad input (65).
+fn digits(currency: &str) -> Result<u32> {
+    minor_unit_digits(currency).ok_or_else(|| {
+        Error::Core(streampulse_core::Error::InputType {
+            file: "subscriptions".into(),
+            column: "currency".into(),
+            found: format!("{currency:?}"),
+            expected: "an ISO 4217 currency code with a minor unit".into(),
+            detail: "revenue cannot be split to the minor unit of an unknown currency".into(),
+        })
+    })
+}
+
+/// A market's amount as the `Decimal128(18, 6)` raw value.
+fn decimal(minor: i128, currency: &str) -> Result<i128> {
+    Ok(minor_to_decimal(minor, digits(currency)?))
 }
 
 /// A market: (country, currency).
@@ -312,6 +337,17 @@ impl Sql<'_> {
     }
 }
 
+/// The subscription columns the queries read.
+const SUBSCRIPTION_INPUT: [&str; 7] = [
+    "subscription_id",
+    "user_id",
+    "country",
+    "currency",
+    "monthly_price",
+    "started_at",
+    "ended_at",
+];
+
 /// The subscription columns the queries return, in the order they select them.
 static SUBSCRIPTION_COLUMNS: [(&str, DataType); 6] = [
     ("subscription_id", DataType::Int64),
@@ -392,7 +428,7 @@ async fn pools(sql: &Sql<'_>, month: &Month) -> Result<BTreeMap<Market, i128>> {
         for i in 0..b.num_rows() {
             let days = month.active_days(start.value(i), end.is_valid(i).then(|| end.value(i)));
             let cur = &currency[i];
-            let revenue = subscription_revenue(price.value(i), cur, days, month.days());
+            let revenue = subscription_revenue(price.value(i), cur, days, month.days())?;
             *pools.entry((country[i].clone(), cur.clone())).or_default() += revenue;
         }
     }
@@ -418,6 +454,11 @@ impl Strings for arrow::array::ArrayRef {
 
 /// Attributed amounts and streams per (market, song).
 type SongTotals = BTreeMap<(Market, i64), (i64, i128)>;
+
+/// Per market, the revenue that streams claimed: the whole pool of a market with streams
+/// (pro-rata), or the revenue of the subscriptions whose users streamed (user-centric). What the
+/// splits hand out must add up to it; the rest of the pool is unattributed.
+type Claimed = BTreeMap<Market, i128>;
 
 /// The streams of the month joined with the subscription active on their day, summed per
 /// `group` (subscription columns) and song, with each row's weight for the split: its streams,
@@ -506,7 +547,7 @@ async fn pro_rata(
     month: &Month,
     pools: &BTreeMap<Market, i128>,
     weighting: Option<ArtistCentric>,
-) -> Result<SongTotals> {
+) -> Result<(SongTotals, Claimed)> {
     let columns = [
         SUBSCRIPTION_COLUMNS[1].clone(),
         SUBSCRIPTION_COLUMNS[2].clone(),
@@ -525,12 +566,14 @@ async fn pro_rata(
     // (song, weight) for the split, and the song's streams beside it.
     let mut songs: Vec<(i64, u64)> = Vec::new();
     let mut streams_of: Vec<i64> = Vec::new();
-    let flush = |market: &Option<Market>,
-                 songs: &mut Vec<(i64, u64)>,
-                 streams_of: &mut Vec<i64>,
-                 totals: &mut SongTotals| {
+    let mut claimed = Claimed::new();
+    let mut flush = |market: &Option<Market>,
+                     songs: &mut Vec<(i64, u64)>,
+                     streams_of: &mut Vec<i64>,
+                     totals: &mut SongTotals| {
         if let Some(m) = market {
             let pool = pools.get(m).copied().unwrap_or(0);
+            claimed.insert(m.clone(), pool);
             for ((&(song, _), &streams), amount) in songs
                 .iter()
                 .zip(streams_of.iter())
@@ -561,7 +604,7 @@ async fn pro_rata(
         }
     }
     flush(&market, &mut songs, &mut streams_of, &mut totals);
-    Ok(totals)
+    Ok((totals, claimed))
 }
 
 /// User-centric: each subscription's revenue over its user's songs by streams.
@@ -569,7 +612,7 @@ async fn user_centric(
     sql: &Sql<'_>,
     month: &Month,
     weighting: Option<ArtistCentric>,
-) -> Result<SongTotals> {
+) -> Result<(SongTotals, Claimed)> {
     let group: Vec<&str> = SUBSCRIPTION_COLUMNS.iter().map(|c| c.0).collect();
     let mut columns = SUBSCRIPTION_COLUMNS.to_vec();
     columns.extend([
@@ -585,11 +628,13 @@ async fn user_centric(
     let mut current: Option<(i64, Market, i128)> = None;
     let mut songs: Vec<(i64, u64)> = Vec::new();
     let mut streams_of: Vec<i64> = Vec::new();
-    let flush = |current: &Option<(i64, Market, i128)>,
-                 songs: &mut Vec<(i64, u64)>,
-                 streams_of: &mut Vec<i64>,
-                 totals: &mut SongTotals| {
+    let mut claimed = Claimed::new();
+    let mut flush = |current: &Option<(i64, Market, i128)>,
+                     songs: &mut Vec<(i64, u64)>,
+                     streams_of: &mut Vec<i64>,
+                     totals: &mut SongTotals| {
         if let Some((_, m, revenue)) = current {
+            *claimed.entry(m.clone()).or_default() += *revenue;
             for ((&(song, _), &streams), amount) in songs
                 .iter()
                 .zip(streams_of.iter())
@@ -620,7 +665,7 @@ async fn user_centric(
                 flush(&current, &mut songs, &mut streams_of, &mut totals);
                 let days = month.active_days(start.value(i), end.is_valid(i).then(|| end.value(i)));
                 let revenue =
-                    subscription_revenue(price.value(i), &currency[i], days, month.days());
+                    subscription_revenue(price.value(i), &currency[i], days, month.days())?;
                 current = Some((
                     id.value(i),
                     (country[i].clone(), currency[i].clone()),
@@ -632,7 +677,7 @@ async fn user_centric(
         }
     }
     flush(&current, &mut songs, &mut streams_of, &mut totals);
-    Ok(totals)
+    Ok((totals, claimed))
 }
 
 /// song → (artist, label) from the catalog.
@@ -685,7 +730,7 @@ fn by_key(
         currency.push(cur.as_str());
         key.push(*k);
         streams.push(*s);
-        amount.push(minor_to_decimal(*a, cur));
+        amount.push(decimal(*a, cur)?);
     }
     Ok(RecordBatch::try_new(
         schema.clone(),
@@ -706,14 +751,87 @@ async fn attribute(
     model: Model,
     weighting: Option<ArtistCentric>,
     month: &Month,
-) -> Result<(BTreeMap<Market, i128>, SongTotals, HashMap<i64, (i64, i64)>)> {
+) -> Result<Attribution> {
     let pools = pools(sql, month).await?;
-    let by_song = match model {
+    let (by_song, claimed) = match model {
         Model::ProRata => pro_rata(sql, month, &pools, weighting).await?,
         Model::UserCentric => user_centric(sql, month, weighting).await?,
     };
     let catalog = catalog(sql).await?;
-    Ok((pools, by_song, catalog))
+    Ok(Attribution {
+        pools,
+        claimed,
+        by_song,
+        catalog,
+    })
+}
+
+/// What the engine's part of a run found: pools, what streams claimed, the song amounts and the
+/// catalog.
+struct Attribution {
+    pools: BTreeMap<Market, i128>,
+    claimed: Claimed,
+    by_song: SongTotals,
+    catalog: HashMap<i64, (i64, i64)>,
+}
+
+/// One market's reconciliation, in minor units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub market: (String, String),
+    pub pool: i128,
+    pub attributed: i128,
+    pub unattributed: i128,
+    pub difference: i128,
+}
+
+/// Reconciles each market: `unattributed` is what no stream claimed (the pool of a market with
+/// no streams, the revenue of subscribers who streamed nothing), found from the pools and the
+/// claims alone; `attributed` is the sum of the songs' amounts. `difference = pool - attributed
+/// - unattributed` is then 0 only when the splits handed out exactly what the streams claimed, so
+/// a split that loses or invents a minor unit fails the run (exit 70) before anything is
+/// published.
+pub fn reconcile(
+    pools: &BTreeMap<Market, i128>,
+    claimed: &Claimed,
+    attributed: &BTreeMap<Market, i128>,
+) -> Result<Vec<Reconciled>> {
+    let mut markets: Vec<&Market> = pools
+        .keys()
+        .chain(claimed.keys())
+        .chain(attributed.keys())
+        .collect();
+    markets.sort();
+    markets.dedup();
+    let mut rows = Vec::with_capacity(markets.len());
+    let mut broken = Vec::new();
+    for m in markets {
+        let pool = pools.get(m).copied().unwrap_or(0);
+        let claim = claimed.get(m).copied().unwrap_or(0);
+        let attr = attributed.get(m).copied().unwrap_or(0);
+        let unattributed = pool - claim;
+        let difference = pool - attr - unattributed;
+        if difference != 0 || unattributed < 0 {
+            broken.push(format!(
+                "{}/{}: pool {pool}, attributed {attr}, unattributed {unattributed}, difference {difference}",
+                m.0, m.1
+            ));
+        }
+        rows.push(Reconciled {
+            market: m.clone(),
+            pool,
+            attributed: attr,
+            unattributed,
+            difference,
+        });
+    }
+    if !broken.is_empty() {
+        return Err(Error::Internal(format!(
+            "the month does not reconcile (minor units): {}",
+            broken.join("; ")
+        )));
+    }
+    Ok(rows)
 }
 
 async fn stage(
@@ -739,24 +857,40 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let common = &cfg.common;
     let month = Month::new(cfg.month);
     let label = month.label();
-    let pool_bytes = engine::pool_bytes(common.memory_limit.0, 128 << 20);
+    let pool_bytes = engine::pool_bytes(common.budget(), 128 << 20);
     let ctx = engine::session(common, pool_bytes)?;
     meter.engine = "datafusion".into();
-    meter.threads = common.threads;
-    meter.memory_limit_bytes = common.memory_limit.0;
 
     let last_day = month.next.pred_opt().unwrap_or(month.first);
     let plays = plays_partitions(cfg, &month).await?;
     let subs = snapshot(cfg, &cfg.subscriptions, "subscriptions", last_day).await?;
     let songs = snapshot(cfg, &cfg.songs, "songs", last_day).await?;
     tracing::info!(month = %label, plays = plays.len(), %subs, %songs, "inputs");
-    ctx.register_parquet("subs", &subs, ParquetReadOptions::default())
-        .await?;
-    ctx.register_parquet("songs", &songs, ParquetReadOptions::default())
-        .await?;
-    let plays_df = ctx
-        .read_parquet(plays, ParquetReadOptions::default())
-        .await?;
+    // Each input in the contract's types whoever wrote it: a `decimal(18,2)` price read as our
+    // scale-6 raw integer would make every pool 10,000x too small.
+    let subs_df = engine::read_parquet(
+        &ctx,
+        vec![subs.clone()],
+        &SUBSCRIPTIONS,
+        &SUBSCRIPTION_INPUT,
+    )
+    .await?;
+    ctx.register_table("subs", subs_df.into_view())?;
+    let songs_df = engine::read_parquet(
+        &ctx,
+        vec![songs.clone()],
+        &SONGS,
+        &["song_id", "artist_id", "label_id"],
+    )
+    .await?;
+    ctx.register_table("songs", songs_df.into_view())?;
+    let plays_df = engine::read_parquet(
+        &ctx,
+        plays,
+        &PLAYS,
+        &["user_id", "song_id", "played_at", "ms_played"],
+    )
+    .await?;
     ctx.register_table("plays", plays_df.into_view())?;
 
     // Rows in = the plays read (from the Parquet footers: no scan).
@@ -807,7 +941,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     if let Some(pg) = pg {
         pg.close().await;
     }
-    let (pools, by_song, catalog) = attributed?;
+    let Attribution {
+        pools,
+        claimed,
+        by_song,
+        catalog,
+    } = attributed?;
 
     // Artists and labels: sums of their songs. A song missing from the catalog fails the run:
     // its money would have no owner.
@@ -827,36 +966,23 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         }
         *attributed.entry(market.clone()).or_default() += amount;
     }
-    let markets: Vec<&Market> = {
-        let mut m: Vec<&Market> = pools.keys().chain(attributed.keys()).collect();
-        m.sort();
-        m.dedup();
-        m
-    };
+    let reconciled = reconcile(&pools, &claimed, &attributed)?;
+    let markets = reconciled.len();
     let (mut r_country, mut r_currency, mut r_pool, mut r_attr, mut r_un, mut r_diff) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for m in &markets {
-        let pool = pools.get(*m).copied().unwrap_or(0);
-        let attr = attributed.get(*m).copied().unwrap_or(0);
-        // What no stream claimed: a market without streams, subscribers who streamed nothing.
-        let unattributed = pool - attr;
-        let difference = pool - attr - unattributed;
-        r_country.push(m.0.as_str());
-        r_currency.push(m.1.as_str());
-        r_pool.push(minor_to_decimal(pool, &m.1));
-        r_attr.push(minor_to_decimal(attr, &m.1));
-        r_un.push(minor_to_decimal(unattributed, &m.1));
-        r_diff.push(minor_to_decimal(difference, &m.1));
-        if unattributed < 0 {
-            return Err(Error::Internal(format!(
-                "market {m:?}: attributed {attr} exceeds the pool {pool}"
-            )));
-        }
+    for r in &reconciled {
+        let cur = &r.market.1;
+        r_country.push(r.market.0.as_str());
+        r_currency.push(cur.as_str());
+        r_pool.push(decimal(r.pool, cur)?);
+        r_attr.push(decimal(r.attributed, cur)?);
+        r_un.push(decimal(r.unattributed, cur)?);
+        r_diff.push(decimal(r.difference, cur)?);
     }
     let reconciliation = RecordBatch::try_new(
         REVENUE_RECONCILIATION.clone(),
         vec![
-            Arc::new(StringArray::from(vec![label.as_str(); markets.len()])),
+            Arc::new(StringArray::from(vec![label.as_str(); markets])),
             Arc::new(StringArray::from(r_country)),
             Arc::new(StringArray::from(r_currency)),
             Arc::new(money_array(r_pool)?),
@@ -904,23 +1030,33 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         )
         .await?,
     ];
-    let mut outputs = Vec::new();
-    for s in staged {
+    for s in &staged {
         meter.rows_out += s.rows;
         meter.bytes_out += s.bytes;
-        outputs.push(s.publish(&common.data_root).await?);
     }
+    // The four datasets appear together: a reader never sees new songs with an old
+    // reconciliation.
+    let outputs = streampulse_core::commit::publish(&common.data_root, staged)
+        .await?
+        .into_iter()
+        .map(|p| p.url.clone())
+        .collect();
     let pool_total: i128 = pools.values().sum();
     let attributed_total: i128 = attributed.values().sum();
-    meter.set("markets", markets.len());
+    meter.set("markets", markets);
     meter.set("model", format!("{:?}", cfg.model));
     meter.set("artist_centric", cfg.weighting.is_some());
-    tracing::info!(markets = markets.len(), songs = by_song.len(), "attributed");
+    tracing::info!(markets, songs = by_song.len(), "attributed");
     Ok(Outcome {
         outputs,
-        markets: markets.len(),
+        markets,
         songs: by_song.len(),
         pool_minor_units: pool_total,
         attributed_minor_units: attributed_total,
     })
 }
+
+streampulse_core::pipeline!(
+    output = Outcome,
+    logical_date = |cfg| cfg.month.format("%Y-%m").to_string()
+);

@@ -474,3 +474,12 @@ async fn winsorization_caps_at_the_numpy_percentile() {
     );
     assert!(!batches[0].column_by_name("p_bh").unwrap().is_null(0));
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_ab-analytics")),
+        &[],
+    );
+}

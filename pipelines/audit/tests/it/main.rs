@@ -102,3 +102,12 @@ async fn projections_fit_the_runs_and_grade_the_risk() {
     let md = std::fs::read_to_string(root.join("reports/audit/audit.md")).unwrap();
     assert!(md.contains("| slow | CPU"));
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_audit")),
+        &[],
+    );
+}

@@ -255,3 +255,12 @@ async fn hanging_requests_outlast_a_client_timeout() {
         .await;
     assert!(r.unwrap_err().is_timeout());
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        std::path::Path::new(env!("CARGO_BIN_EXE_metadata-api")),
+        &[("SP_API_TOKEN", "tok-3f9a1c-never-printed")],
+    );
+}

@@ -461,3 +461,18 @@ async fn changed_songs_go_to_kafka_keyed_by_song_id() {
         .collect();
     assert_eq!(by_id(changed), by_id(second[..10].to_vec()));
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_metadata-sync")),
+        &[
+            ("SP_API_TOKEN", "tok-3f9a1c-never-printed"),
+            (
+                "SP_DATABASE_URL",
+                "postgres://streampulse:hunter2-never-printed@db/catalog",
+            ),
+        ],
+    );
+}

@@ -69,7 +69,7 @@ async fn over_the_reject_share_the_run_fails_with_65_and_publishes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_input_or_a_bad_header_is_exit_65() {
+async fn a_missing_input_is_exit_66_and_a_bad_header_65() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = <play_counts::Args as clap::Parser>::try_parse_from([
         "play-counts",
@@ -83,7 +83,7 @@ async fn a_missing_input_or_a_bad_header_is_exit_65() {
     .unwrap();
     let mut meter = streampulse_core::run_record::RunMeter::start("play-counts", "2026-11-26");
     let err = play_counts::run(&cfg, &mut meter).await.unwrap_err();
-    assert_eq!(err.exit_code(), ExitCode::DataErr, "{err}");
+    assert_eq!(err.exit_code(), ExitCode::NoInput, "{err}");
     assert!(err.to_string().contains("no plays for 2026-11-26"), "{err}");
 
     let bad = tmp.path().join("bad.csv");
@@ -120,4 +120,136 @@ async fn a_song_with_two_artists_in_one_day_is_an_input_error() {
         "{err}"
     );
     assert!(!tmp.path().join("daily_song_counts").exists());
+}
+
+fn cfg_for(root: &std::path::Path, extra: &[&str]) -> play_counts::Config {
+    let mut argv = vec![
+        "play-counts".to_string(),
+        "--date".into(),
+        "2026-11-26".into(),
+        "--data-root".into(),
+        root.display().to_string(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    <play_counts::Args as clap::Parser>::try_parse_from(argv)
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+/// play-counts for 2026-11-26 on the data root `root` (its own input), which must succeed.
+async fn run_root(root: &std::path::Path, extra: &[&str]) -> play_counts::Outcome {
+    let mut meter = streampulse_core::run_record::RunMeter::start("play-counts", "2026-11-26");
+    play_counts::run(&cfg_for(root, extra), &mut meter)
+        .await
+        .unwrap()
+}
+
+/// Plays of the one song counted on 2026-11-26.
+fn plays_of_the_song(root: &std::path::Path) -> i64 {
+    let b = &read(root, "daily_song_counts", "2026-11-26")[0];
+    b.column(3).as_primitive::<Int64Type>().value(0)
+}
+
+/// The export of the day under the data root, gzip-compressed, and an empty plays partition
+/// directory (a writer that died before its first file): the export is found and read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_export_is_read_and_an_empty_partition_does_not_hide_it() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut day = crate::HEADER.to_string();
+    day += &play(1, 1, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
+    day += &play(2, 2, 5, "2026-11-26T11:00:00.000Z", 40_000, "US");
+    std::fs::create_dir_all(tmp.path().join("exports")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("plays/date=2026-11-26")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(tmp.path().join("exports/plays-2026-11-26.csv.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(day.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let outcome = run_root(tmp.path(), &[]).await;
+    assert_eq!(outcome.song_rows, 1);
+    assert_eq!(plays_of_the_song(tmp.path()), 2, "two plays");
+}
+
+/// A Parquet plays partition written by another tool (µs timestamps, int32 ids) with rows that
+/// break the contract: each bad row goes to the rejects with its reason, the rest is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_in_a_parquet_partition_are_rejected_not_counted() {
+    use arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let noon = 1_795_694_400_000_000i64; // 2026-11-26T12:00:00Z in µs
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int32, true),
+        Field::new("song_id", DataType::Int32, true),
+        Field::new("artist_id", DataType::Int32, true),
+        Field::new(
+            "played_at",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("ms_played", DataType::Int32, true),
+        Field::new("country", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5])),
+            Arc::new(Int32Array::from(vec![5, 5, 5, 5, 5])),
+            Arc::new(Int32Array::from(vec![50, 50, 50, 50, 50])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(noon),
+                None,
+                Some(noon),
+                Some(noon),
+                Some(noon + 1),
+            ])),
+            Arc::new(Int32Array::from(vec![40_000, 40_000, -3, 40_000, 40_000])),
+            Arc::new(StringArray::from(vec!["US", "US", "US", "U\0S", "US"])),
+        ],
+    )
+    .unwrap();
+    let dir = tmp.path().join("plays/date=2026-11-26");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.join("part-0.parquet")).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let outcome = run_root(tmp.path(), &["--max-reject-share", "0.9"]).await;
+    assert_eq!(outcome.song_rows, 1);
+    assert_eq!(plays_of_the_song(tmp.path()), 2, "users 1 and 5 only");
+    let rejects = std::fs::read_to_string(
+        tmp.path()
+            .join("rejects/play-counts/date=2026-11-26/rejects.jsonl"),
+    )
+    .unwrap();
+    let rejects: Vec<Reject> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<_> = rejects
+        .iter()
+        .map(|r| (r.line, r.column.as_deref().unwrap(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "played_at", "null in a required column"),
+            (2, "ms_played", "negative duration"),
+            (
+                3,
+                "country",
+                "not an ISO 3166 alpha-2 country code (two capital letters)"
+            ),
+        ]
+    );
 }

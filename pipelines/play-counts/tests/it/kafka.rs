@@ -1,7 +1,7 @@
 //! Charts published to Kafka (`--kafka-brokers`), against a private tansu broker.
 
 use streampulse_core::exit::ExitCode;
-use streampulse_testkit::kafka::{broker, consume_all, unique};
+use streampulse_testkit::kafka::{at_first_message, broker, consume_all, unique};
 
 use crate::{listeners, read, run_day};
 
@@ -59,4 +59,37 @@ async fn an_unreachable_broker_fails_the_run_after_the_parquet_is_written() {
     assert_eq!(err.exit_code(), ExitCode::Unavailable, "{err}");
     assert!(!read(dir.path(), "charts", "2026-11-26").is_empty());
     assert!(!read(dir.path(), "daily_song_counts", "2026-11-26").is_empty());
+}
+
+/// Parquet first, Kafka after: a consumer that receives the first chart message finds the day's
+/// charts partition already published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_partition_is_in_place_when_the_first_message_arrives() {
+    let Some(b) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("charts");
+    let charts = dir.path().join("charts/date=2026-11-26");
+    let watcher = {
+        let (brokers, topic, charts) = (b.brokers.clone(), topic.clone(), charts.clone());
+        std::thread::spawn(move || {
+            at_first_message(&brokers, &topic, std::time::Duration::from_secs(60), || {
+                charts.join("part-0.parquet").exists()
+            })
+        })
+    };
+    let mut lines = String::new();
+    listeners(&mut lines, "2026-11-26", 1, 0, 5, "GB");
+    run_day(
+        dir.path(),
+        "2026-11-26",
+        &lines,
+        &["--kafka-brokers", &b.brokers, "--charts-topic", &topic],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        watcher.join().unwrap(),
+        Some(true),
+        "the first message came before its partition was published"
+    );
 }

@@ -80,3 +80,12 @@ pub fn read(root: &Path, dataset: &str, date: &str) -> Vec<RecordBatch> {
     }
     out
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_play-counts")),
+        &[],
+    );
+}

@@ -433,3 +433,12 @@ async fn an_unreachable_broker_exits_69() {
     assert_eq!(out.status.code(), Some(69), "{log}");
     assert!(log.contains("kafka"), "{log}");
 }
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_play-ingest")),
+        &[],
+    );
+}

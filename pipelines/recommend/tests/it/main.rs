@@ -193,11 +193,16 @@ async fn shards_together_equal_one_run_and_reruns_give_the_same_bytes() {
         "a rerun changed the bytes"
     );
 
-    for i in 0..3 {
-        let shard = format!("{i}/3");
-        let o = recommend(dir.path(), &["--k", "10", "--shard", &shard])
-            .await
-            .unwrap();
+    // The three shards at once, as Airflow's mapped tasks or an Indexed Job run them: each
+    // commits its own files beside the others'.
+    let shards = ["0/3", "1/3", "2/3"];
+    let (a, b, c) = tokio::join!(
+        recommend(dir.path(), &["--k", "10", "--shard", "0/3"]),
+        recommend(dir.path(), &["--k", "10", "--shard", "1/3"]),
+        recommend(dir.path(), &["--k", "10", "--shard", "2/3"]),
+    );
+    for (shard, o) in shards.iter().zip([a, b, c]) {
+        let o = o.unwrap();
         assert!(
             o.users > 500 && o.users < 850,
             "shard {shard} has {} users",
@@ -425,4 +430,37 @@ async fn each_users_list_goes_to_kafka_as_one_message_keyed_by_user() {
             .collect();
         assert_eq!(got, expected, "user {user}");
     }
+}
+
+/// The catalog is held whole: a budget below what it needs is refused with the figure (64), and
+/// nothing is published; the same catalog under a budget that holds it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_below_the_catalog_is_refused_with_the_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    generated(dir.path(), 200, 20_000, 100); // 20,000 x 200 floats: 16 MB of vectors
+    let err = recommend(dir.path(), &["--memory-limit", "32MiB"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::Usage, "{err}");
+    let needed = recommend::vectors::catalog_bytes_needed(20_000, 200);
+    assert!(needed > 32 << 20);
+    assert!(
+        err.to_string()
+            .contains("--memory-limit 32MiB is below the")
+            && err.to_string().contains("20000 songs x 200 dimensions"),
+        "{err}"
+    );
+    assert!(!dir.path().join("recommendations").exists());
+    recommend(dir.path(), &["--memory-limit", "256MiB"])
+        .await
+        .unwrap();
+}
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_recommend")),
+        &[],
+    );
 }

@@ -195,8 +195,9 @@ fn amounts(root: &Path, dataset: &str) -> BTreeMap<(String, i64), (i64, i128)> {
             );
             let amount = b.column(5).as_primitive::<Decimal128Type>();
             for i in 0..b.num_rows() {
-                let unit =
-                    10i128.pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)));
+                let unit = 10i128.pow(
+                    6 - streampulse_core::money::minor_unit_digits(currency.value(i)).unwrap(),
+                );
                 out.insert(
                     (country.value(i).to_string(), key.value(i)),
                     (streams.value(i), amount.value(i) / unit),
@@ -219,8 +220,8 @@ fn reconciliation(root: &Path) -> BTreeMap<String, [i128; 4]> {
             b.column(2).as_string::<i32>(),
         );
         for i in 0..b.num_rows() {
-            let unit =
-                10i128.pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)));
+            let unit = 10i128
+                .pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)).unwrap());
             let v = |c: usize| b.column(c).as_primitive::<Decimal128Type>().value(i) / unit;
             out.insert(country.value(i).to_string(), [v(3), v(4), v(5), v(6)]);
         }
@@ -234,10 +235,15 @@ fn key(c: &str, k: i64) -> (String, i64) {
 
 #[test]
 fn revenue_is_pro_rated_and_rounded_half_to_even() {
-    assert_eq!(subscription_revenue(9_990_000, "USD", 30, 30), 999);
-    assert_eq!(subscription_revenue(9_990_000, "USD", 15, 30), 500);
-    assert_eq!(subscription_revenue(9_970_000, "USD", 15, 30), 498); // 498.5 -> 498
-    assert_eq!(subscription_revenue(980_000_000, "JPY", 10, 30), 327);
+    let r = |price, cur, days| subscription_revenue(price, cur, days, 30).unwrap();
+    assert_eq!(r(9_990_000, "USD", 30), 999);
+    assert_eq!(r(9_990_000, "USD", 15), 500);
+    assert_eq!(r(9_970_000, "USD", 15), 498); // 498.5 -> 498
+    assert_eq!(r(980_000_000, "JPY", 10), 327);
+    assert_eq!(r(980_000_000, "XPF", 10), 327, "zero decimals, like JPY");
+    let unknown = subscription_revenue(9_990_000, "XAU", 30, 30).unwrap_err();
+    assert_eq!(unknown.exit_code(), streampulse_core::ExitCode::DataErr);
+    assert!(unknown.to_string().contains("\"XAU\""), "{unknown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,4 +408,259 @@ async fn the_postgres_engine_needs_a_database_url() {
         .validate()
         .unwrap_err();
     assert_eq!(err.exit_code() as u8, 64, "{err}");
+}
+
+// ---- inputs other tools wrote -----------------------------------------------------------------
+
+/// Rewrites every Parquet file under `dir` with `change` applied to its batches (the types
+/// pandas, pyarrow, DuckDB or Spark write instead of ours).
+fn rewrite(dir: &Path, change: &dyn Fn(RecordBatch) -> RecordBatch) {
+    for entry in walk(dir) {
+        let file = std::fs::File::open(&entry).unwrap();
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 16)
+                .unwrap()
+                .map(|b| change(b.unwrap()))
+                .collect();
+        std::fs::remove_file(&entry).unwrap();
+        for b in batches {
+            write(&entry, b);
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `batch` with column `name` replaced by `f(column)`.
+fn replace(
+    batch: &RecordBatch,
+    name: &str,
+    f: impl Fn(&arrow::array::ArrayRef) -> arrow::array::ArrayRef,
+) -> RecordBatch {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    let i = schema.index_of(name).unwrap();
+    columns[i] = f(&columns[i]);
+    fields[i] = Field::new(name, columns[i].data_type().clone(), true);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+fn cast(a: &arrow::array::ArrayRef, to: DataType) -> arrow::array::ArrayRef {
+    arrow::compute::cast(a, &to).unwrap()
+}
+
+fn with_price(
+    batch: &RecordBatch,
+    f: impl Fn(i128) -> arrow::array::ArrayRef + Copy,
+) -> RecordBatch {
+    replace(batch, "monthly_price", move |a| {
+        let raw = a.as_primitive::<Decimal128Type>();
+        assert_eq!(raw.len(), SUBS.len());
+        let arrays: Vec<arrow::array::ArrayRef> = raw.values().iter().map(|v| f(*v)).collect();
+        let refs: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+        arrow::compute::concat(&refs).unwrap()
+    })
+}
+
+fn run_err(root: &Path) -> revenue::Error {
+    let root = root.display().to_string();
+    let cfg = Args::try_parse_from(["revenue", "--month", "2026-11", "--data-root", &root])
+        .unwrap()
+        .validate()
+        .unwrap();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { run(&cfg, &mut RunMeter::start("revenue", "2026-11")).await })
+        .unwrap_err()
+}
+
+/// The hand-made month written the way other tools write it gives the very same bytes: prices
+/// as `decimal(18,2)`, `decimal(38,10)` and float64, dates as µs timestamps and `date64`, ids
+/// as int32, `played_at` in µs (no zone) and ns (a zone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_in_other_writers_types_give_the_same_outputs() {
+    let ours = tempfile::tempdir().unwrap();
+    month(ours.path());
+    attribute(ours.path(), "pro-rata").await;
+    let expected = outputs(ours.path());
+
+    type Variant = (&'static str, fn(i128) -> arrow::array::ArrayRef);
+    let prices: [Variant; 3] = [
+        ("decimal(18,2)", |v| {
+            Arc::new(
+                Decimal128Array::from(vec![v / 10_000])
+                    .with_precision_and_scale(18, 2)
+                    .unwrap(),
+            )
+        }),
+        ("decimal(38,10)", |v| {
+            Arc::new(
+                Decimal128Array::from(vec![v * 10_000])
+                    .with_precision_and_scale(38, 10)
+                    .unwrap(),
+            )
+        }),
+        ("float64", |v| {
+            Arc::new(arrow::array::Float64Array::from(vec![v as f64 / 1e6]))
+        }),
+    ];
+    for (i, (what, price)) in prices.into_iter().enumerate() {
+        let theirs = tempfile::tempdir().unwrap();
+        month(theirs.path());
+        rewrite(&theirs.path().join("subscriptions"), &|b| {
+            let b = with_price(&b, price);
+            let b = replace(&b, "subscription_id", |a| cast(a, DataType::Int32));
+            let b = replace(&b, "user_id", |a| cast(a, DataType::Int32));
+            let b = replace(&b, "started_at", |a| {
+                cast(a, DataType::Timestamp(TimeUnit::Microsecond, None))
+            });
+            replace(&b, "ended_at", |a| cast(a, DataType::Date64))
+        });
+        let unit = if i % 2 == 0 {
+            TimeUnit::Microsecond
+        } else {
+            TimeUnit::Nanosecond
+        };
+        let zone = (i % 2 == 1).then(|| Arc::<str>::from("America/New_York"));
+        rewrite(&theirs.path().join("plays"), &|b| {
+            let b = replace(&b, "played_at", |a| {
+                cast(a, DataType::Timestamp(unit, zone.clone()))
+            });
+            replace(&b, "user_id", |a| cast(a, DataType::Int32))
+        });
+        rewrite(&theirs.path().join("songs"), &|b| {
+            replace(&b, "label_id", |a| cast(a, DataType::Int32))
+        });
+        attribute(theirs.path(), "pro-rata").await;
+        assert!(
+            expected == outputs(theirs.path()),
+            "prices as {what}: outputs differ"
+        );
+    }
+}
+
+/// A price that the contract's `decimal(18,6)` cannot hold, or a start date with a time of day,
+/// fails the run with 65 naming the column, and publishes nothing.
+#[test]
+fn inputs_that_do_not_convert_exactly_are_rejected_with_the_column() {
+    let cases: [(&str, fn(&RecordBatch) -> RecordBatch, &str); 3] = [
+        (
+            "a price with 7 decimals",
+            |b| {
+                with_price(b, |v| {
+                    Arc::new(
+                        Decimal128Array::from(vec![v * 10_000 + 1])
+                            .with_precision_and_scale(38, 10)
+                            .unwrap(),
+                    )
+                })
+            },
+            "column monthly_price: found Decimal128(38, 10)",
+        ),
+        (
+            "a float price that is no decimal",
+            |b| {
+                with_price(b, |_| {
+                    Arc::new(arrow::array::Float64Array::from(vec![0.1 + 0.2]))
+                })
+            },
+            "column monthly_price: found Float64",
+        ),
+        (
+            "a start with a time of day",
+            |b| {
+                replace(b, "started_at", |a| {
+                    let ms = cast(a, DataType::Date64);
+                    let shifted: arrow::array::Date64Array = ms
+                        .as_primitive::<arrow::datatypes::Date64Type>()
+                        .iter()
+                        .map(|v| v.map(|v| v + 3_600_000))
+                        .collect();
+                    Arc::new(shifted)
+                })
+            },
+            "column started_at: found Date64",
+        ),
+    ];
+    for (what, change, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        month(dir.path());
+        rewrite(&dir.path().join("subscriptions"), &|b| change(&b));
+        let err = run_err(dir.path());
+        assert_eq!(
+            err.exit_code(),
+            streampulse_core::ExitCode::DataErr,
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(message), "{what}: {err}");
+        assert!(
+            err.to_string().contains("part-0.parquet"),
+            "{what} names the file: {err}"
+        );
+        assert!(
+            !dir.path().join("revenue_by_song").exists(),
+            "{what}: nothing published"
+        );
+    }
+}
+
+/// The reconciliation is a check, not an identity: a split that loses a minor unit, or one that
+/// hands out more than its streams claimed, is a difference and fails the run.
+#[test]
+fn a_split_that_does_not_add_up_fails_the_reconciliation() {
+    let m = |c: &str, cur: &str| (c.to_string(), cur.to_string());
+    let pools = BTreeMap::from([(m("US", "USD"), 1499), (m("DE", "EUR"), 1099)]);
+    let claimed = BTreeMap::from([(m("US", "USD"), 1499)]);
+    let good = BTreeMap::from([(m("US", "USD"), 1499)]);
+    let rows = revenue::reconcile(&pools, &claimed, &good).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0].pool,
+            rows[0].attributed,
+            rows[0].unattributed,
+            rows[0].difference
+        ),
+        (1099, 0, 1099, 0)
+    );
+    assert_eq!(rows[1].difference, 0);
+    for corrupt in [1498, 1500] {
+        let bad = BTreeMap::from([(m("US", "USD"), corrupt)]);
+        let err = revenue::reconcile(&pools, &claimed, &bad).unwrap_err();
+        assert_eq!(err.exit_code(), streampulse_core::ExitCode::Internal);
+        assert!(
+            err.to_string().contains(&format!(
+                "US/USD: pool 1499, attributed {corrupt}, unattributed 0, difference {}",
+                1499 - corrupt
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
+#[test]
+fn the_command_line_keeps_its_contract() {
+    streampulse_testkit::cli::assert_command_line_contract(
+        Path::new(env!("CARGO_BIN_EXE_revenue")),
+        &[(
+            "SP_DATABASE_URL",
+            "postgres://streampulse:hunter2-never-printed@db/catalog",
+        )],
+    );
 }

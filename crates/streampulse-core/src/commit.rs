@@ -1,0 +1,530 @@
+//! A run's outputs appear together: the run-level commit on a local data root.
+//!
+//! A run stages every partition it writes under `<root>/_staging/<area>/` (outside every dataset
+//! directory, so no reader lists a half-written file; same file system, so publishing is a
+//! rename). `<area>` is unique to the process, which holds an exclusive lock on
+//! `<root>/_staging/<area>.lock` for as long as it lives. Publishing is then:
+//!
+//! 1. the **commit record** `<area>/commit-<n>/commit.json`, written atomically and synced: which staged
+//!    directory becomes which partition (or which files join a partition beside other shards',
+//!    and which of its files go). From here on, the run *is* committed;
+//! 2. one atomic swap per partition (`renameat2(RENAME_EXCHANGE)`: a reader sees the old
+//!    partition or the new one, never none), the replaced partition then parked in the commit's
+//!    directory;
+//! 3. the commit's directory removed, the record with it.
+//!
+//! A process that dies anywhere in 2 leaves a commit record: the next run on the same root
+//! (any pipeline: [`recover`] runs at every start) finds the area's lock free, replays the
+//! record's renames (each is idempotent), and removes the area. A process that dies before 1
+//! leaves an area without a record: it is removed, and nothing of it was ever visible. So readers
+//! see each partition old or new, never a mix inside one, and a run's datasets all new once its
+//! commit has completed or been recovered.
+//!
+//! On an object store the staged files are uploaded per partition ([`DataRoot::publish_partition`]):
+//! there is no rename to make atomic, and the commit record does not apply.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::error::{Error, Result};
+use crate::location::{DataRoot, write_atomic};
+use crate::output::StagedPartition;
+
+/// The directory of staging areas under a local root.
+pub const STAGING: &str = "_staging";
+
+const RECORD: &str = "commit.json";
+
+/// Whether a commit is under way in this process: a signal then waits for it (see the runner)
+/// rather than dropping the run half-published.
+static PUBLISHING: AtomicBool = AtomicBool::new(false);
+
+/// Numbers this process's commits.
+static COMMITS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn publishing() -> bool {
+    PUBLISHING.load(Ordering::SeqCst)
+}
+
+/// Marks a commit under way for as long as it lives.
+pub(crate) struct Publishing;
+
+impl Publishing {
+    pub(crate) fn begin() -> Self {
+        PUBLISHING.store(true, Ordering::SeqCst);
+        Publishing
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        PUBLISHING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The process's staging areas, one per local root, each with its held lock.
+static AREAS: Mutex<Vec<(PathBuf, PathBuf, File)>> = Mutex::new(Vec::new());
+
+/// This process's staging area under the local root `root`: created (and locked) on first use.
+pub fn area(root: &Path) -> Result<PathBuf> {
+    let mut areas = AREAS
+        .lock()
+        .map_err(|_| Error::Internal("staging areas poisoned".into()))?;
+    if let Some((_, dir, _)) = areas.iter().find(|(r, _, _)| r == root) {
+        return Ok(dir.clone());
+    }
+    let base = root.join(STAGING);
+    std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{}-{nanos}", std::process::id());
+    let lock_path = base.join(format!("{name}.lock"));
+    let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.try_lock()
+        .map_err(|e| Error::Internal(format!("locking {}: {e}", lock_path.display())))?;
+    let dir = base.join(&name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    areas.push((root.to_path_buf(), dir.clone(), lock));
+    Ok(dir)
+}
+
+/// Removes this process's staging areas and their locks: called when the run is over (its
+/// commits are done, and what a failed run staged is gone with it).
+pub fn release() {
+    let Ok(mut areas) = AREAS.lock() else {
+        return;
+    };
+    for (_, dir, lock) in areas.drain(..) {
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(dir.with_extension("lock"));
+        drop(lock);
+    }
+}
+
+/// One partition of a commit record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    staged: PathBuf,
+    target: PathBuf,
+    /// The staged directory's inode: after the swap the target has it, which tells a replay
+    /// that the swap was done (the staged path then holds the replaced partition).
+    #[serde(default)]
+    inode: u64,
+    /// `None`: the staged directory replaces the partition. `Some(names)`: its files join the
+    /// partition, whose files `names` are removed.
+    beside: Option<Vec<String>>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    entries: Vec<Entry>,
+}
+
+/// A published partition: where readers find it, and a local directory holding its files for
+/// what comes after publishing (Kafka messages are sent from the published files, so a consumer
+/// that gets a message always finds its partition).
+#[derive(Debug)]
+pub struct Published {
+    pub dataset: String,
+    pub url: String,
+    pub dir: PathBuf,
+    /// The local copy of an object-store partition is ours to remove.
+    remove_dir: bool,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Publishes every staged partition of a run together, in order.
+pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Vec<Published>> {
+    let _publishing = Publishing::begin();
+    let DataRoot::Local(local) = root else {
+        let mut out = Vec::with_capacity(staged.len());
+        for mut s in staged {
+            s.publish_uncommitted(root).await?;
+            out.push(Published {
+                dataset: s.dataset.clone(),
+                url: root.partition_url(&s.dataset, &s.partition),
+                dir: std::mem::take(&mut s.dir),
+                remove_dir: true,
+            });
+        }
+        return Ok(out);
+    };
+    let area = area(local)?;
+    let mut entries = Vec::with_capacity(staged.len());
+    for s in &staged {
+        let target = local.join(&s.dataset).join(s.partition.dir_name());
+        let beside = match &s.stale {
+            None => None,
+            Some(stale) => {
+                let mine = file_names(&s.dir)?;
+                let existing = if target.exists() {
+                    file_names(&target)?
+                } else {
+                    Vec::new()
+                };
+                Some(
+                    existing
+                        .into_iter()
+                        .filter(|n| stale(n.as_str()) && !mine.contains(n))
+                        .collect(),
+                )
+            }
+        };
+        entries.push(Entry {
+            staged: s.dir.clone(),
+            inode: inode(&s.dir).unwrap_or(0),
+            target,
+            beside,
+        });
+    }
+    // Each commit has a directory of its own in the area: runs of one process (tests, shards
+    // run together) may commit side by side.
+    let dir = area.join(format!("commit-{}", COMMITS.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let record = Record { entries };
+    write_atomic(&dir.join(RECORD), &serde_json::to_vec_pretty(&record)?)?;
+    apply(&record, &dir)?;
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(staged
+        .iter()
+        .zip(record.entries)
+        .map(|(s, e)| Published {
+            dataset: s.dataset.clone(),
+            url: root.partition_url(&s.dataset, &s.partition),
+            dir: e.target,
+            remove_dir: false,
+        })
+        .collect())
+}
+
+/// Makes the record's renames happen; each step checks what is already done, so a replay after
+/// a crash completes what the crash interrupted. Replaced partitions move into `dir`, the
+/// commit's own directory.
+fn apply(record: &Record, dir: &Path) -> Result<()> {
+    for (i, e) in record.entries.iter().enumerate() {
+        if !e.staged.exists() {
+            continue; // published before the crash
+        }
+        if let Some(parent) = e.target.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| Error::io(parent, err))?;
+        }
+        match &e.beside {
+            None => {
+                let old = dir.join(format!("replaced-{i}"));
+                if inode(&e.target) == Some(e.inode) {
+                    // Swapped before the crash: park what the staged path now holds.
+                    if e.staged.exists() {
+                        std::fs::rename(&e.staged, &old)
+                            .map_err(|err| Error::io(&e.staged, err))?;
+                    }
+                } else if e.target.exists() {
+                    // One atomic swap: a reader sees the old partition or the new, never none.
+                    exchange(&e.staged, &e.target)?;
+                    std::fs::rename(&e.staged, &old).map_err(|err| Error::io(&e.staged, err))?;
+                } else {
+                    std::fs::rename(&e.staged, &e.target)
+                        .map_err(|err| Error::io(&e.target, err))?;
+                }
+            }
+            Some(remove) => {
+                // The shard's new files first (each rename is atomic, one of the same name is
+                // replaced in place), then its stale ones go: no moment without the shard's rows.
+                std::fs::create_dir_all(&e.target).map_err(|err| Error::io(&e.target, err))?;
+                for name in file_names(&e.staged)? {
+                    let dest = e.target.join(&name);
+                    std::fs::rename(e.staged.join(&name), &dest)
+                        .map_err(|err| Error::io(&dest, err))?;
+                }
+                for name in remove {
+                    match std::fs::remove_file(e.target.join(name)) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => return Err(Error::io(e.target.join(name), err)),
+                    }
+                }
+                std::fs::remove_dir(&e.staged).map_err(|err| Error::io(&e.staged, err))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// Swaps two directories in one step (`renameat2(RENAME_EXCHANGE)`, Linux 3.15+).
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        a,
+        rustix::fs::CWD,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .map_err(|e| Error::io(b, std::io::Error::from(e)))
+}
+
+fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if entry.path().is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Commits of dead runs completed.
+    pub commits: usize,
+    /// Staging areas of dead runs removed (their runs had not committed: nothing was visible).
+    pub areas: usize,
+}
+
+/// Completes the commits of runs that died publishing, and removes the staging areas of runs
+/// that died before. Areas of live processes (their lock is held) are left alone. Local roots
+/// only; a no-op elsewhere.
+pub fn recover(root: &DataRoot) -> Result<Recovered> {
+    let mut done = Recovered::default();
+    let DataRoot::Local(local) = root else {
+        return Ok(done);
+    };
+    let base = local.join(STAGING);
+    let entries = match std::fs::read_dir(&base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(Error::io(&base, e)),
+    };
+    let ours: Vec<PathBuf> = AREAS
+        .lock()
+        .map(|a| a.iter().map(|(_, dir, _)| dir.clone()).collect())
+        .unwrap_or_default();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(&base, e))?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let area = base.join(name);
+        if ours.contains(&area) {
+            continue;
+        }
+        let lock = File::options()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if lock.try_lock().is_err() {
+            continue; // a live run
+        }
+        let mut committed = 0;
+        for entry in std::fs::read_dir(&area).into_iter().flatten() {
+            let record = entry.map_err(|e| Error::io(&area, e))?.path().join(RECORD);
+            if !record.exists() {
+                continue;
+            }
+            let bytes = std::fs::read(&record).map_err(|e| Error::io(&record, e))?;
+            let rec: Record = serde_json::from_slice(&bytes)?;
+            tracing::warn!(record = %record.display(), partitions = rec.entries.len(), "completing the commit of a run that died publishing");
+            apply(&rec, record.parent().unwrap_or(&area))?;
+            committed += 1;
+        }
+        if committed > 0 {
+            done.commits += committed;
+        } else if area.exists() {
+            tracing::info!(area = %area.display(), "removing the staging area of a run that died before publishing");
+            done.areas += 1;
+        }
+        let _ = std::fs::remove_dir_all(&area);
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::{Partition, staging_dir};
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    }
+
+    fn staged(root: &DataRoot, dataset: &str, files: &[&str]) -> StagedPartition {
+        let partition = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+        let dir = staging_dir(root, Path::new("/nonexistent"), dataset, &partition).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), dataset.as_bytes()).unwrap();
+        }
+        StagedPartition {
+            dataset: dataset.into(),
+            partition,
+            dir,
+            rows: 0,
+            bytes: 0,
+            files: files.len(),
+            stale: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_replaces_each_partition_whole_and_leaves_nothing_in_the_datasets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        for files in [
+            &["part-0.parquet", "part-1.parquet"][..],
+            &["part-0.parquet"][..],
+        ] {
+            let run = vec![staged(&root, "a", files), staged(&root, "b", files)];
+            let urls = publish(&root, run).await.unwrap();
+            assert_eq!(urls.len(), 2);
+        }
+        for ds in ["a", "b"] {
+            assert_eq!(
+                names(&tmp.path().join(ds)),
+                ["date=2026-11-26"],
+                "only the partition"
+            );
+            assert_eq!(
+                names(&tmp.path().join(ds).join("date=2026-11-26")),
+                ["part-0.parquet"]
+            );
+        }
+        let area = area(tmp.path()).unwrap();
+        assert!(
+            names(&area).is_empty(),
+            "the area is empty after the commit"
+        );
+        assert!(!publishing());
+    }
+
+    #[tokio::test]
+    async fn a_shard_publishes_beside_the_others_and_replaces_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        for (shard, files) in [
+            ("s0-", ["s0-part-0.parquet"]),
+            ("s1-", ["s1-part-0.parquet"]),
+        ] {
+            let s = staged(&root, "recs", &files).beside(move |n| n.starts_with(shard));
+            publish(&root, vec![s]).await.unwrap();
+        }
+        let again = staged(&root, "recs", &["s0-part-1.parquet"]).beside(|n| n.starts_with("s0-"));
+        publish(&root, vec![again]).await.unwrap();
+        assert_eq!(
+            names(&tmp.path().join("recs/date=2026-11-26")),
+            ["s0-part-1.parquet", "s1-part-0.parquet"]
+        );
+    }
+
+    /// A dead run's area, as a kill at any point would leave it.
+    fn dead_area(root: &Path, name: &str) -> PathBuf {
+        let base = root.join(STAGING);
+        std::fs::create_dir_all(base.join(name)).unwrap();
+        std::fs::write(base.join(format!("{name}.lock")), b"").unwrap();
+        base.join(name)
+    }
+
+    #[test]
+    fn the_next_run_completes_a_commit_interrupted_between_two_renames() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        let area = dead_area(tmp.path(), "1-1");
+        // Dataset a: already renamed in before the kill. Dataset b: its old partition still in
+        // place, the new one staged.
+        let (a, b) = (tmp.path().join("a/date=D"), tmp.path().join("b/date=D"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("part-0.parquet"), b"old").unwrap();
+        }
+        std::fs::write(a.join("part-0.parquet"), b"new").unwrap();
+        let staged_b = area.join("b-date=D");
+        std::fs::create_dir_all(&staged_b).unwrap();
+        std::fs::write(staged_b.join("part-0.parquet"), b"new").unwrap();
+        let record = Record {
+            entries: vec![
+                // a was swapped in: the target is the staged directory, by inode.
+                Entry {
+                    staged: area.join("a-date=D"),
+                    inode: inode(&a).unwrap(),
+                    target: a.clone(),
+                    beside: None,
+                },
+                Entry {
+                    inode: inode(&staged_b).unwrap(),
+                    staged: staged_b,
+                    target: b.clone(),
+                    beside: None,
+                },
+            ],
+        };
+        std::fs::create_dir_all(area.join("commit-0")).unwrap();
+        std::fs::write(
+            area.join("commit-0").join(RECORD),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        // A run that died before its commit: its staged data never shows.
+        let uncommitted = dead_area(tmp.path(), "2-2");
+        std::fs::create_dir_all(uncommitted.join("c-date=D")).unwrap();
+
+        let done = recover(&root).unwrap();
+        assert_eq!(
+            done,
+            Recovered {
+                commits: 1,
+                areas: 1
+            }
+        );
+        for d in [&a, &b] {
+            assert_eq!(std::fs::read(d.join("part-0.parquet")).unwrap(), b"new");
+        }
+        assert!(!tmp.path().join("c").exists());
+        assert!(
+            names(&tmp.path().join(STAGING)).is_empty(),
+            "both areas are gone"
+        );
+        assert_eq!(recover(&root).unwrap(), Recovered::default(), "idempotent");
+    }
+
+    #[test]
+    fn a_live_run_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        let area = dead_area(tmp.path(), "3-3");
+        let lock = File::options()
+            .write(true)
+            .open(tmp.path().join(STAGING).join("3-3.lock"))
+            .unwrap();
+        lock.try_lock().unwrap();
+        assert_eq!(recover(&root).unwrap(), Recovered::default());
+        assert!(area.exists());
+        drop(lock);
+        assert_eq!(recover(&root).unwrap().areas, 1);
+    }
+}
