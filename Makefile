@@ -67,6 +67,7 @@ test-e2e: build
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/foreign_writers.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
 
 # The compose file, rendered and checked by docker-compose (Debian's client; no engine needed).

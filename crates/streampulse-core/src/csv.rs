@@ -96,7 +96,22 @@ impl CsvDecoder {
             std::io::ErrorKind::NotFound => Error::InputMissing(display.clone()),
             _ => Error::io(path, e),
         })?;
-        let mut file = decompressed(file, path)?;
+        Self::from_reader(display, Box::new(file), file_schema, projection, options)
+    }
+
+    /// [`CsvDecoder::open`] for a stream of the file's bytes (an object in a store), named
+    /// `name` in rejects and errors. It reads the header: call it off the async runtime.
+    pub fn from_reader(
+        name: String,
+        reader: Box<dyn Read + Send>,
+        file_schema: &SchemaRef,
+        projection: &[&str],
+        options: CsvOptions,
+    ) -> Result<Self> {
+        let path = PathBuf::from(&name);
+        let path = path.as_path();
+        let display = name;
+        let mut file = decompressed(reader, path)?;
         // The header is short; read a bounded prefix to find it.
         let mut prefix = vec![0u8; 64 << 10];
         let mut filled = 0;
@@ -248,8 +263,7 @@ impl CsvDecoder {
 /// The export's bytes, decompressed as they stream when the file is gzip or zstd (how a 12 GB
 /// export is usually delivered), told by the file's magic bytes rather than its name. Another
 /// compression is bad input (65), not a CSV full of garbage.
-fn decompressed(mut file: File, path: &Path) -> Result<Box<dyn Read + Send>> {
-    use std::io::{Seek, SeekFrom};
+fn decompressed(mut file: Box<dyn Read + Send>, path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut magic = [0u8; 6];
     let mut n = 0;
     while n < magic.len() {
@@ -258,8 +272,9 @@ fn decompressed(mut file: File, path: &Path) -> Result<Box<dyn Read + Send>> {
             k => n += k,
         }
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io(path, e))?;
+    // What was read to tell the format goes back in front of the stream.
+    let file: Box<dyn Read + Send> =
+        Box::new(std::io::Cursor::new(magic[..n].to_vec()).chain(file));
     let other = |what: &str| {
         Err(input_err(
             &path.display().to_string(),
@@ -278,7 +293,7 @@ fn decompressed(mut file: File, path: &Path) -> Result<Box<dyn Read + Send>> {
         [b'B', b'Z', b'h', ..] => other("bzip2"),
         [0xfd, b'7', b'z', b'X', b'Z', 0] => other("xz"),
         [b'P', b'K', 3, 4, ..] => other("zip"),
-        _ => Ok(Box::new(file)),
+        _ => Ok(file),
     }
 }
 

@@ -114,7 +114,7 @@ impl Error {
             Error::InputMissing(_) => ExitCode::NoInput,
             Error::Config(_) => ExitCode::Usage,
             Error::Io { source, .. } => io_exit_code(source),
-            Error::ObjectStore(_) => ExitCode::TempFail,
+            Error::ObjectStore(e) => object_store_exit_code(e),
             Error::Database(e) => database_exit_code(e),
             Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => database_exit_code(e),
             Error::Migrate(_) => ExitCode::Internal,
@@ -163,8 +163,8 @@ fn cause_exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
         if let Some(ours) = err.downcast_ref::<Error>() {
             return ours.exit_code();
         }
-        if err.downcast_ref::<object_store::Error>().is_some() {
-            return ExitCode::TempFail;
+        if let Some(e) = err.downcast_ref::<object_store::Error>() {
+            return object_store_exit_code(e);
         }
         if let Some(datafusion::error::DataFusionError::ResourcesExhausted(_)) =
             err.downcast_ref::<datafusion::error::DataFusionError>()
@@ -182,8 +182,36 @@ fn cause_exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     ExitCode::Internal
 }
 
+/// Refused credentials are a service we cannot use (69: the operator must act, a retry will not
+/// help); a missing object is missing input (66); anything else on the wire is worth a retry.
+fn object_store_exit_code(e: &object_store::Error) -> ExitCode {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ExitCode::Unavailable,
+        object_store::Error::NotFound { .. } => ExitCode::NoInput,
+        // S3 answers a list request with a bad key by a 403 that the store reports as a
+        // generic error (its retry error type is private): the status is only in the text.
+        object_store::Error::Generic { .. } => {
+            let text = e.to_string();
+            if text.contains("403 Forbidden") || text.contains("401 Unauthorized") {
+                ExitCode::Unavailable
+            } else {
+                ExitCode::TempFail
+            }
+        }
+        _ => ExitCode::TempFail,
+    }
+}
+
 fn io_exit_code(e: &std::io::Error) -> ExitCode {
     use std::io::ErrorKind::*;
+    // A store's error carried through a reader (a streamed object).
+    if let Some(inner) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<object_store::Error>())
+    {
+        return object_store_exit_code(inner);
+    }
     match e.kind() {
         NotFound => ExitCode::DataErr,
         // A corrupt or truncated file (a gzip export cut short) is bad input: a retry reads the
@@ -311,6 +339,42 @@ mod tests {
             "pool".into(),
         ));
         assert_eq!(budget.exit_code(), ExitCode::TempFail);
+    }
+
+    #[test]
+    fn refused_credentials_are_unavailable_and_a_missing_object_is_missing() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        };
+        let cases = [
+            (
+                generic("Error performing GET http://h/bucket: 403 Forbidden"),
+                ExitCode::Unavailable,
+            ),
+            (
+                generic("Error performing GET http://h/bucket: 503 Service Unavailable"),
+                ExitCode::TempFail,
+            ),
+            (
+                object_store::Error::NotFound {
+                    path: "b/k".into(),
+                    source: "404".into(),
+                },
+                ExitCode::NoInput,
+            ),
+            (
+                object_store::Error::PermissionDenied {
+                    path: "b/k".into(),
+                    source: "403".into(),
+                },
+                ExitCode::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            let text = e.to_string();
+            assert_eq!(Error::ObjectStore(e).exit_code(), code, "{text}");
+        }
     }
 
     #[test]

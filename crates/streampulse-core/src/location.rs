@@ -66,6 +66,11 @@ impl DataRoot {
                 let bucket = url
                     .host_str()
                     .ok_or_else(|| Error::Config(format!("--data-root {s:?} names no bucket")))?;
+                if let Some(missing) = missing_credentials() {
+                    return Err(Error::Config(format!(
+                        "--data-root s3://{bucket}: {missing}"
+                    )));
+                }
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .build()?;
@@ -235,6 +240,80 @@ impl DataRoot {
         Ok(names)
     }
 
+    /// The size of the file `<root>/<rel>`, or `None` when there is none.
+    pub async fn file_size(&self, rel: &str) -> Result<Option<u64>> {
+        match self {
+            DataRoot::Local(root) => match std::fs::metadata(root.join(rel)) {
+                Ok(m) if m.is_file() => Ok(Some(m.len())),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(root.join(rel), e)),
+            },
+            DataRoot::ObjectStore { store, .. } => match store.head(&self.object_path(rel)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// The bytes of `<root>/<rel>` as a blocking reader, streamed from an object store (a few
+    /// chunks ahead, never the whole object in memory). Call it from the async runtime; read it
+    /// from a blocking thread.
+    pub fn reader(&self, rel: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        match self {
+            DataRoot::Local(root) => {
+                let path = root.join(rel);
+                let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::InputMissing(path.display().to_string()),
+                    _ => Error::io(&path, e),
+                })?;
+                Ok(Box::new(file))
+            }
+            DataRoot::ObjectStore { store, .. } => {
+                use futures::StreamExt;
+                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+                let (store, path) = (store.clone(), self.object_path(rel));
+                tokio::runtime::Handle::try_current()
+                    .map_err(|e| Error::Internal(format!("streaming {path}: {e}")))?
+                    .spawn(async move {
+                        let mut chunks = match store.get(&path).await {
+                            Ok(got) => got.into_stream(),
+                            Err(e) => {
+                                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                                return;
+                            }
+                        };
+                        while let Some(chunk) = chunks.next().await {
+                            let failed = chunk.is_err();
+                            if tx.send(chunk.map_err(std::io::Error::other)).await.is_err()
+                                || failed
+                            {
+                                return;
+                            }
+                        }
+                    });
+                Ok(Box::new(ChannelReader {
+                    rx,
+                    chunk: bytes::Bytes::new(),
+                }))
+            }
+        }
+    }
+
+    fn object_path(&self, rel: &str) -> ObjectPath {
+        match self {
+            DataRoot::ObjectStore { prefix, .. } => {
+                let mut p = prefix.clone();
+                for part in rel.split('/').filter(|p| !p.is_empty()) {
+                    p = p.join(part);
+                }
+                p
+            }
+            DataRoot::Local(_) => ObjectPath::from(rel),
+        }
+    }
+
     /// The bytes of `<root>/<rel>`.
     pub async fn read_file(&self, rel: &str) -> Result<Vec<u8>> {
         match self {
@@ -371,6 +450,46 @@ async fn upload_file(store: &dyn ObjectStore, src: &Path, dest: &ObjectPath) -> 
     }
     writer.finish().await?;
     Ok(())
+}
+
+/// Why an S3 client would find no credentials, when it would not: with the instance-metadata
+/// service disabled (`AWS_EC2_METADATA_DISABLED=true`, as in tests and outside the cloud), only
+/// the environment's keys, a web identity (Kubernetes IRSA) or a container credentials endpoint
+/// can provide them, and a run without any fails here, at once, instead of probing the network.
+fn missing_credentials() -> Option<String> {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let metadata_disabled =
+        std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let have = (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    (metadata_disabled && !have).then(|| {
+        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a web identity), \
+         the instance metadata service being disabled (AWS_EC2_METADATA_DISABLED)"
+            .to_string()
+    })
+}
+
+/// A blocking reader over chunks an async task sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so readers never see a

@@ -196,8 +196,14 @@ impl CountryCodes {
 }
 
 enum Source {
-    Csv(PathBuf),
+    Csv(Export),
     Parquet(String),
+}
+
+/// A CSV export: a local file, or an object under an object-store data root.
+enum Export {
+    Local(PathBuf),
+    Stored { rel: String, url: String, size: u64 },
 }
 
 /// Names a CSV export may have: plain, or compressed as exports are usually delivered.
@@ -214,7 +220,7 @@ fn is_csv(path: &std::path::Path) -> bool {
 async fn locate_input(cfg: &Config) -> Result<Source> {
     if let Some(p) = &cfg.input {
         return Ok(if is_csv(p) {
-            Source::Csv(p.clone())
+            Source::Csv(Export::Local(p.clone()))
         } else {
             Source::Parquet(p.display().to_string())
         });
@@ -225,12 +231,23 @@ async fn locate_input(cfg: &Config) -> Result<Source> {
         return Ok(Source::Parquet(url));
     }
     let export = format!("exports/plays-{}", partition.value);
-    let found = EXPORT_SUFFIXES
-        .iter()
-        .filter_map(|s| root.local_path(&format!("{export}{s}")))
-        .find(|p| p.exists());
+    let mut found = None;
+    for suffix in EXPORT_SUFFIXES {
+        let rel = format!("{export}{suffix}");
+        if let Some(size) = root.file_size(&rel).await? {
+            found = Some(match root.local_path(&rel) {
+                Some(path) => Export::Local(path),
+                None => Export::Stored {
+                    url: format!("{}/{rel}", root.display().trim_end_matches('/')),
+                    rel,
+                    size,
+                },
+            });
+            break;
+        }
+    }
     match found {
-        Some(p) => Ok(Source::Csv(p)),
+        Some(export) => Ok(Source::Csv(export)),
         None => Err(Error::Core(streampulse_core::Error::InputMissing(format!(
             "no plays for {}: neither {} nor {}/{export}.csv (or .csv.gz, .csv.zst) exists \
              (pass --input)",
@@ -304,30 +321,39 @@ async fn open_input(
         .map_or(0, |d| d.and_utc().timestamp_millis());
     let hi = lo + 86_400_000;
     match locate_input(cfg).await? {
-        Source::Csv(path) => {
+        Source::Csv(export) => {
             let threads = cfg.common.threads;
             // Smaller blocks under a small budget: in-flight blocks are memory outside the pool.
             let block_size =
                 (cfg.common.budget() / 64 / threads as u64).clamp(256 << 10, 4 << 20) as usize;
-            let decoder = CsvDecoder::open(
-                &path,
-                &PLAYS,
-                &COLUMNS,
-                CsvOptions {
-                    block_size,
-                    threads,
-                },
-            )?;
+            let options = CsvOptions {
+                block_size,
+                threads,
+            };
+            let (decoder, name, size) = match export {
+                Export::Local(path) => {
+                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    let decoder = CsvDecoder::open(&path, &PLAYS, &COLUMNS, options)?;
+                    (decoder, path.display().to_string(), size)
+                }
+                // Streamed from the store as it is decoded, never downloaded whole.
+                Export::Stored { rel, url, size } => {
+                    let reader = cfg.common.data_root.reader(&rel)?;
+                    let name = url.clone();
+                    let decoder = tokio::task::spawn_blocking(move || {
+                        CsvDecoder::from_reader(name, reader, &PLAYS, &COLUMNS, options)
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("opening {url}: {e}")))??;
+                    (decoder, url, size)
+                }
+            };
             let schema = prepared_schema(&decoder.schema());
             // Export rows are ~150 bytes, compressed ~25; a guess on the high side only makes
             // buckets smaller.
-            let per_row = if path.extension().is_some_and(|e| e != "csv") {
-                8
-            } else {
-                64
-            };
-            let expected = std::fs::metadata(&path).map_or(0, |m| m.len() / per_row);
-            tracing::info!(input = %path.display(), block_size, "decoding CSV export");
+            let per_row = if name.ends_with(".csv") { 64 } else { 8 };
+            let expected = size / per_row;
+            tracing::info!(input = %name, block_size, "decoding CSV export");
             let stream = blocking_stream(schema.clone(), 2, move |tx| {
                 for block in decoder.blocks() {
                     let item = block.map_err(DataFusionError::from).and_then(|block| {

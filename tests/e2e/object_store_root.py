@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""End-to-end check of an object-store data root against a real S3 API (moto's server, on
+127.0.0.1, from PyPI: `moto[server]`, the S3 implementation VERSIONS.md checked).
+
+One generated world is uploaded to `s3://streampulse/root`; play-counts (from the CSV export,
+streamed from the store, and from the Parquet partition) and revenue run against the bucket and
+must publish the same bytes as the same runs on a local root, with their rejects and run
+records in the bucket. A wrong secret key exits 69 naming the bucket, never the key; a run with
+no credentials (and the instance metadata service disabled) fails at once with 64.
+
+Every client here gets explicit test credentials and AWS_EC2_METADATA_DISABLED=true: nothing
+asks a cloud metadata address.
+
+Prints one line per check and a closing "N passed, M failed" line; exits 1 on any failure.
+"""
+import argparse
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+
+DAY = "2026-11-30"
+BUCKET = "streampulse"
+KEY_ID, SECRET = None, None  # the moto user's key, made in main()
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(endpoint, secret=None, keys=True):
+    e = dict(os.environ, RUST_LOG="warn", AWS_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
+             AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]:
+        e.pop(k, None)
+    if keys:
+        e.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=secret or SECRET)
+    return e
+
+
+def run(cmd, e):
+    p = subprocess.run([str(c) for c in cmd], env=e, capture_output=True, text=True, timeout=300)
+    if p.returncode not in (0,):
+        print(f"{cmd[0]} exited {p.returncode}:\n{p.stderr[-2000:]}", file=sys.stderr)
+    return p
+
+
+def upload(s3, local_root, names, prefix):
+    for name in names:
+        for f in sorted(pathlib.Path(local_root, name).rglob("*")):
+            if f.is_file():
+                s3.upload_file(str(f), BUCKET, f"{prefix}/{f.relative_to(local_root)}")
+
+
+def stored(s3, prefix, under):
+    """key (relative to prefix) -> bytes, for the objects under prefix/under."""
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/{under}"):
+        for o in page.get("Contents", []):
+            out[o["Key"][len(prefix) + 1:]] = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+    return out
+
+
+def local(root, under):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(pathlib.Path(root, under).rglob("*"))
+            if p.is_file()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    b = pathlib.Path(ap.parse_args().bin_dir)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = pathlib.Path(sys.executable).parent / "moto_server"
+    # moto checks credentials (and signatures) once its first few unauthenticated actions, the
+    # set-up below, are spent: a user, its policy, its key and the bucket.
+    server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4"))
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        setup = dict(endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup",
+                     region_name="us-east-1")
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="pipelines")
+        iam.put_user_policy(UserName="pipelines", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="pipelines")["AccessKey"]
+        boto3.client("s3", **setup).create_bucket(Bucket=BUCKET)
+        global KEY_ID, SECRET
+        KEY_ID, SECRET = key["AccessKeyId"], key["SecretAccessKey"]
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+                          region_name="us-east-1")
+        with tempfile.TemporaryDirectory() as tmp:
+            gen = os.path.join(tmp, "gen")
+            for day in ["2026-11-29", DAY]:
+                r = run([b / "datagen", "--date", day, "--data-root", gen, "--plays", "30000", "--users", "3000",
+                         "--songs", "1000", "--bad-rows", "0.001", "--datasets", "plays-csv,plays,songs,subscriptions"],
+                        dict(os.environ, RUST_LOG="warn"))
+                check(f"datagen {day}", r.returncode == 0)
+            e = env(endpoint)
+
+            # The CSV export, read from the store.
+            upload(s3, gen, ["exports"], "csv")
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/csv", "--max-reject-share", "0.01"],
+                    e)
+            check("play-counts on s3:// from the CSV export", r.returncode == 0, r.stderr[-300:])
+            ref = os.path.join(tmp, "ref-csv")
+            os.makedirs(ref)
+            os.symlink(os.path.join(gen, "exports"), os.path.join(ref, "exports"))
+            r = run([b / "play-counts", "--date", DAY, "--data-root", ref, "--max-reject-share", "0.01"], e)
+            check("play-counts on the local root from the same export", r.returncode == 0)
+            for ds in ["daily_song_counts", "daily_artist_counts", "charts"]:
+                got, want = stored(s3, "csv", f"{ds}/date={DAY}/"), local(ref, f"{ds}/date={DAY}")
+                check(f"{ds}: the same bytes in the bucket as on the local root", got == want and len(got) > 0,
+                      f"{sorted(got)} vs {sorted(want)}")
+            def rows(files):
+                """The rejects without their `file` (an s3:// URL on one side, a path on the other)."""
+                return sorted((r["line"], r["column"], r["reason"], r["raw"]) for body in files.values()
+                              for r in map(json.loads, body.decode().splitlines()))
+            rej = stored(s3, "csv", "rejects/play-counts/")
+            check("the rejects are in the bucket, the same as locally",
+                  bool(rej) and rows(rej) == rows(local(ref, "rejects/play-counts")), str(sorted(rej)))
+            check("the run record is in the bucket", any(k.startswith("runs/play-counts/") for k in stored(s3, "csv", "runs/")))
+
+            # The Parquet partitions and revenue's month.
+            upload(s3, gen, ["plays", "songs", "subscriptions"], "pq")
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], e)
+            check("play-counts on s3:// from the Parquet partition", r.returncode == 0, r.stderr[-300:])
+            r2 = run([b / "play-counts", "--date", DAY, "--data-root", gen], e)
+            check("play-counts on the local Parquet partition", r2.returncode == 0)
+            got, want = stored(s3, "pq", f"charts/date={DAY}/"), local(gen, f"charts/date={DAY}")
+            check("charts from the Parquet partition: the same bytes", got == want and len(got) > 0)
+            r = run([b / "revenue", "--month", "2026-11", "--data-root", f"s3://{BUCKET}/pq"], e)
+            check("revenue on s3://", r.returncode == 0, r.stderr[-300:])
+            r2 = run([b / "revenue", "--month", "2026-11", "--data-root", gen], e)
+            check("revenue on the local root", r2.returncode == 0)
+            for ds in ["revenue_by_song", "revenue_reconciliation"]:
+                got, want = stored(s3, "pq", f"{ds}/month=2026-11/"), local(gen, f"{ds}/month=2026-11")
+                check(f"{ds}: the same bytes in the bucket", got == want and len(got) > 0)
+
+            # Credentials.
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], env(endpoint, "wrong"))
+            check("a wrong secret key exits 69", r.returncode == 69, f"exit {r.returncode}")
+            check("its message names the bucket and not the key", BUCKET in r.stderr and "wrong" not in r.stderr
+                  and SECRET not in r.stderr, r.stderr[-300:])
+            started = time.time()
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], env(endpoint, keys=False))
+            check("no credentials: exit 64 at once, with a clear message",
+                  r.returncode == 64 and "no S3 credentials" in r.stderr and time.time() - started < 10,
+                  f"exit {r.returncode}: {r.stderr[-300:]}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
