@@ -80,7 +80,7 @@ def main():
 
         def play_counts(root, which, prefix=()):
             return run([*prefix, b / "play-counts", "--date", DAY, "--data-root", root, "--input", export[which],
-                        "--threads", "2", "--max-reject-share", "1"])
+                        "--threads", "2", "--max-reject-share", "1", "--spill-dir", os.path.join(root, "..", "spill")])
 
         base = os.path.join(tmp, "base")
         check("the old outputs are published", play_counts(base, "old").returncode == 0)
@@ -123,7 +123,10 @@ def kill_at(b, st, base, tmp, play_counts, old, new, call, n):
     check(f"kill at rename {n}: every partition is old or new, nothing stray", killed and whole and not stray,
           f"exit {r.returncode}, stray {stray}, mixed {[d for d in DATASETS if now[d] not in (old[d], new[d])]}")
     # Any later run recovers: play-counts of a day without input exits 66, after recovery.
-    r = run([b / "play-counts", "--date", OTHER_DAY, "--data-root", root])
+    spill = os.path.join(tmp, "spill")
+    r = run([b / "play-counts", "--date", OTHER_DAY, "--data-root", root, "--spill-dir", spill])
+    left = sorted(p.name for p in pathlib.Path(spill, "streampulse").iterdir())
+    check(f"kill at rename {n}: the next run removes the killed run's spill", not left, str(left))
     after, _ = state(root)
     together = all(after[d] == new[d] for d in DATASETS) or all(after[d] == old[d] for d in DATASETS)
     check(f"kill at rename {n}: the next run finds the day all old or all new", r.returncode == 66 and together,

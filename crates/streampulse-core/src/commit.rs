@@ -69,14 +69,29 @@ static AREAS: Mutex<Vec<(PathBuf, PathBuf, File)>> = Mutex::new(Vec::new());
 
 /// This process's staging area under the local root `root`: created (and locked) on first use.
 pub fn area(root: &Path) -> Result<PathBuf> {
+    locked_area(&root.join(STAGING))
+}
+
+/// The directory spill files of this run go to, under `--spill-dir` (`<spill>/streampulse/`):
+/// locked like a staging area, so that the spill of a killed run is found dead and removed by the
+/// next run's [`recover_spill`] instead of piling up.
+pub fn spill_area(spill_dir: &Path) -> Result<PathBuf> {
+    locked_area(&spill_dir.join(SPILL))
+}
+
+/// The directory of spill areas under `--spill-dir`.
+pub const SPILL: &str = "streampulse";
+
+/// This process's area under `base` (a directory of areas and their locks): created and locked
+/// on first use.
+fn locked_area(base: &Path) -> Result<PathBuf> {
     let mut areas = AREAS
         .lock()
         .map_err(|_| Error::Internal("staging areas poisoned".into()))?;
-    if let Some((_, dir, _)) = areas.iter().find(|(r, _, _)| r == root) {
+    if let Some((_, dir, _)) = areas.iter().find(|(r, _, _)| r == base) {
         return Ok(dir.clone());
     }
-    let base = root.join(STAGING);
-    std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+    std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -87,8 +102,13 @@ pub fn area(root: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::Internal(format!("locking {}: {e}", lock_path.display())))?;
     let dir = base.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    areas.push((root.to_path_buf(), dir.clone(), lock));
+    areas.push((base.to_path_buf(), dir.clone(), lock));
     Ok(dir)
+}
+
+/// Removes the spill areas of dead runs under `--spill-dir`; returns how many.
+pub fn recover_spill(spill_dir: &Path) -> Result<usize> {
+    Ok(sweep(&spill_dir.join(SPILL))?.areas)
 }
 
 /// Removes this process's staging areas and their locks: called when the run is over (its
@@ -301,11 +321,16 @@ pub struct Recovered {
 /// that died before. Areas of live processes (their lock is held) are left alone. Local roots
 /// only; a no-op elsewhere.
 pub fn recover(root: &DataRoot) -> Result<Recovered> {
+    match root {
+        DataRoot::Local(local) => sweep(&local.join(STAGING)),
+        DataRoot::ObjectStore { .. } => Ok(Recovered::default()),
+    }
+}
+
+/// Completes the commit records and removes the areas of dead processes under `base`.
+fn sweep(base: &Path) -> Result<Recovered> {
     let mut done = Recovered::default();
-    let DataRoot::Local(local) = root else {
-        return Ok(done);
-    };
-    let base = local.join(STAGING);
+    let base = base.to_path_buf();
     let entries = match std::fs::read_dir(&base) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
@@ -510,6 +535,19 @@ mod tests {
             "both areas are gone"
         );
         assert_eq!(recover(&root).unwrap(), Recovered::default(), "idempotent");
+    }
+
+    #[test]
+    fn the_spill_of_dead_runs_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join(SPILL).join("9-9");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("bucket-7.spill"), b"x").unwrap();
+        std::fs::write(tmp.path().join(SPILL).join("9-9.lock"), b"").unwrap();
+        let ours = spill_area(tmp.path()).unwrap();
+        assert_eq!(recover_spill(tmp.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(ours.exists(), "this process's own spill is kept");
     }
 
     #[test]

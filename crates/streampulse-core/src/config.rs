@@ -96,7 +96,10 @@ pub struct CommonConfig {
     /// `--memory-limit` of a pipeline that flattens [`BudgetArgs`]; `None` for the others.
     pub memory_limit: Option<ByteSize>,
     pub threads: usize,
+    /// This run's own spill directory, under `--spill-dir` (see [`crate::commit::spill_area`]).
     pub spill_dir: PathBuf,
+    /// `--spill-dir` itself, where the spill of dead runs is swept.
+    pub spill_root: PathBuf,
     pub log_format: LogFormat,
     pub xcom_path: Option<PathBuf>,
 }
@@ -115,11 +118,13 @@ impl CommonArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
+        let spill_root = self.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(CommonConfig {
             data_root: DataRoot::parse(&self.data_root)?,
             memory_limit: None,
             threads,
-            spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+            spill_dir: crate::commit::spill_area(&spill_root)?,
+            spill_root,
             log_format: self.log_format,
             xcom_path: self.xcom.then(|| self.xcom_path.clone()),
         })

@@ -245,6 +245,11 @@ where
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not recover the staging areas of dead runs"),
         }
+        match crate::commit::recover_spill(&cfg.spill_root) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(spill_areas = n, "removed the spill of dead runs"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the spill of dead runs"),
+        }
         let result = match graceful {
             None => {
                 let (_tx, rx) = tokio::sync::watch::channel(false);
