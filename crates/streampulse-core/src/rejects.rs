@@ -74,10 +74,23 @@ impl RejectSink {
         pipeline: &str,
         partition: &Partition,
     ) -> Self {
-        let rel = format!("rejects/{pipeline}/{}/rejects.jsonl", partition.dir_name());
+        Self::named(root, spill_dir, pipeline, partition, "rejects.jsonl")
+    }
+
+    /// A sink writing `name` in the partition's rejects directory instead of `rejects.jsonl`:
+    /// for runs that each do one share of a partition (recommend's shards), whose rejects must
+    /// not replace one another's.
+    pub fn named(
+        root: &DataRoot,
+        spill_dir: &std::path::Path,
+        pipeline: &str,
+        partition: &Partition,
+        name: &str,
+    ) -> Self {
+        let rel = format!("rejects/{pipeline}/{}/{name}", partition.dir_name());
         let target = root.local_path(&rel).unwrap_or_else(|| {
             spill_dir.join(format!(
-                "sp-rejects-{pipeline}-{}.jsonl",
+                "sp-rejects-{pipeline}-{}-{name}",
                 partition.dir_name()
             ))
         });
@@ -208,6 +221,41 @@ impl Drop for RejectSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sinks_of_two_shards_keep_their_own_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::Local(tmp.path().to_path_buf());
+        let part = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+        let reject = Reject {
+            file: "users.parquet".into(),
+            line: 3,
+            column: None,
+            reason: "null vector".into(),
+            raw: String::new(),
+        };
+        let mut a = RejectSink::named(
+            &root,
+            tmp.path(),
+            "recommend",
+            &part,
+            "rejects-shard-0.jsonl",
+        );
+        a.push(&reject).unwrap();
+        a.finish().await.unwrap();
+        // Shard 1 rejected nothing: it removes a stale file of its own, not shard 0's.
+        let b = RejectSink::named(
+            &root,
+            tmp.path(),
+            "recommend",
+            &part,
+            "rejects-shard-1.jsonl",
+        );
+        b.finish().await.unwrap();
+        let dir = tmp.path().join("rejects/recommend/date=2026-11-26");
+        assert!(dir.join("rejects-shard-0.jsonl").exists());
+        assert!(!dir.join("rejects-shard-1.jsonl").exists());
+    }
 
     #[tokio::test]
     async fn a_sorted_retry_keeps_the_rejects_from_before_it() {

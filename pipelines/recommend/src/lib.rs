@@ -394,7 +394,21 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let users_url = root
         .input_or_date_partition(cfg.user_features.as_deref(), "user_features", cfg.date)
         .await?;
-    let mut rejects = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &day);
+    // Shards run at once: each keeps its rejects in a file of its own.
+    let rejects_name = match cfg.shard {
+        Shard::ALL => "rejects.jsonl".to_string(),
+        shard => format!(
+            "rejects-{}.jsonl",
+            shard_prefix(shard).trim_end_matches('-')
+        ),
+    };
+    let mut rejects = RejectSink::named(
+        &common.data_root,
+        &common.spill_dir,
+        PIPELINE,
+        &day,
+        &rejects_name,
+    );
     let catalog =
         Arc::new(vectors::catalog(&ctx, &songs_url, common.budget(), &mut rejects).await?);
     let songs_rejected = rejects.count();
