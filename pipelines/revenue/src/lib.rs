@@ -787,10 +787,10 @@ pub struct Reconciled {
 
 /// Reconciles each market: `unattributed` is what no stream claimed (the pool of a market with
 /// no streams, the revenue of subscribers who streamed nothing), found from the pools and the
-/// claims alone; `attributed` is the sum of the songs' amounts. `difference = pool - attributed
-/// - unattributed` is then 0 only when the splits handed out exactly what the streams claimed, so
-/// a split that loses or invents a minor unit fails the run (exit 70) before anything is
-/// published.
+/// claims alone; `attributed` is the sum of the songs' amounts. Their difference,
+/// `pool - attributed - unattributed`, is then 0 only when the splits handed out exactly what the
+/// streams claimed, so a split that loses or invents a minor unit fails the run (exit 70) before
+/// anything is published.
 pub fn reconcile(
     pools: &BTreeMap<Market, i128>,
     claimed: &Claimed,

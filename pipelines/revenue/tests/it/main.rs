@@ -556,9 +556,12 @@ async fn inputs_in_other_writers_types_give_the_same_outputs() {
 
 /// A price that the contract's `decimal(18,6)` cannot hold, or a start date with a time of day,
 /// fails the run with 65 naming the column, and publishes nothing.
+/// (what, how the subscriptions are rewritten, what the error says)
+type BadInput = (&'static str, fn(&RecordBatch) -> RecordBatch, &'static str);
+
 #[test]
 fn inputs_that_do_not_convert_exactly_are_rejected_with_the_column() {
-    let cases: [(&str, fn(&RecordBatch) -> RecordBatch, &str); 3] = [
+    let cases: [BadInput; 3] = [
         (
             "a price with 7 decimals",
             |b| {
