@@ -5,7 +5,7 @@
 One generated world is uploaded to `s3://streampulse/root`; play-counts (from the CSV export,
 streamed from the store, and from the Parquet partition) and revenue run against the bucket and
 must publish the same bytes as the same runs on a local root, with their rejects and run
-records in the bucket. A wrong secret key exits 69 naming the bucket, never the key; a run with
+records in the bucket; audit reads those run records and writes its report to the bucket. A wrong secret key exits 69 naming the bucket, never the key; a run with
 no credentials (and the instance metadata service disabled) fails at once with 64.
 
 Every client here gets explicit test credentials and AWS_EC2_METADATA_DISABLED=true: nothing
@@ -158,6 +158,14 @@ def main():
             for ds in ["revenue_by_song", "revenue_reconciliation"]:
                 got, want = stored(s3, "pq", f"{ds}/month=2026-11/"), local(gen, f"{ds}/month=2026-11")
                 check(f"{ds}: the same bytes in the bucket", got == want and len(got) > 0)
+
+            # The capacity audit reads the run records in the bucket and writes its report there.
+            r = run([b / "audit", "--data-root", f"s3://{BUCKET}/pq"], e)
+            check("audit on s3:// reads the bucket's run records", r.returncode == 0, r.stderr[-300:])
+            report = stored(s3, "pq", "reports/audit/")
+            check("the audit report is in the bucket and covers play-counts and revenue",
+                  b"play-counts" in report.get("reports/audit/audit.md", b"")
+                  and b"revenue" in report.get("reports/audit/audit.md", b""), str(sorted(report)))
 
             # Credentials.
             r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], env(endpoint, "wrong"))

@@ -200,6 +200,42 @@ impl DataRoot {
         Ok(values)
     }
 
+    /// The names of the directories directly in `<root>/<rel_dir>/` (none when it does not
+    /// exist), sorted.
+    pub async fn list_dirs(&self, rel_dir: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        match self {
+            DataRoot::Local(root) => {
+                let dir = root.join(rel_dir);
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    Err(e) => return Err(Error::io(dir, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    if let Some(n) = entry.file_name().to_str()
+                        && entry.path().is_dir()
+                    {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+            DataRoot::ObjectStore { store, .. } => {
+                let base = self.object_path(rel_dir);
+                let listing = store.list_with_delimiter(Some(&base)).await?;
+                names.extend(
+                    listing
+                        .common_prefixes
+                        .iter()
+                        .filter_map(|p| p.filename().map(String::from)),
+                );
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// The names of the files directly in `<root>/<rel_dir>/` (none when it does not exist),
     /// sorted; hidden files (temporaries of unfinished writes) are left out.
     pub async fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {

@@ -378,32 +378,31 @@ pub fn audit_pipeline(
     })
 }
 
-/// Every run record under `<root>/runs/`, by pipeline (unreadable files are skipped, logged).
-pub fn read_runs(root: &std::path::Path) -> Result<BTreeMap<String, Vec<RunRecord>>> {
+/// Every run record under `<root>/<under>runs/` (a local root or an object store), by pipeline;
+/// unreadable files are skipped, logged.
+pub async fn read_runs(root: &DataRoot, under: &str) -> Result<BTreeMap<String, Vec<RunRecord>>> {
     let mut out: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
-    let dir = root.join("runs");
-    let Ok(pipelines) = std::fs::read_dir(&dir) else {
+    let dir = format!("{under}runs");
+    let pipelines = root.list_dirs(&dir).await?;
+    if pipelines.is_empty() {
         return Err(Error::Core(streampulse_core::Error::InputMissing(format!(
-            "no run records under {}",
-            dir.display()
+            "no run records under {}/{dir}",
+            root.display().trim_end_matches('/')
         ))));
-    };
-    for p in pipelines.flatten() {
-        let name = p.file_name().to_string_lossy().into_owned();
-        if name == PIPELINE || !p.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(p.path())
-            .map_err(|e| streampulse_core::Error::io(p.path(), e))?
-            .flatten()
-        {
-            let path = f.path();
-            if path.extension().is_none_or(|e| e != "json") {
+    }
+    for name in pipelines.into_iter().filter(|n| n != PIPELINE) {
+        for file in root.list_files(&format!("{dir}/{name}")).await? {
+            if !file.ends_with(".json") {
                 continue;
             }
-            match std::fs::read(&path).map(|b| serde_json::from_slice::<RunRecord>(&b)) {
+            let rel = format!("{dir}/{name}/{file}");
+            match root
+                .read_file(&rel)
+                .await
+                .map(|b| serde_json::from_slice::<RunRecord>(&b))
+            {
                 Ok(Ok(r)) => out.entry(name.clone()).or_default().push(r),
-                _ => tracing::warn!(file = %path.display(), "not a run record, skipped"),
+                _ => tracing::warn!(file = %rel, "not a run record, skipped"),
             }
         }
     }
@@ -502,20 +501,22 @@ pub struct Outcome {
 }
 
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
-    let DataRoot::Local(root) = &cfg.common.data_root else {
-        return Err(Error::Config(
-            "audit reads run records from a local --data-root".into(),
-        ));
-    };
+    let root = &cfg.common.data_root;
     if let Some((plays, scales)) = &cfg.calibrate {
-        calibrate(root, &cfg.common, *plays, scales)?;
+        let DataRoot::Local(local) = root else {
+            return Err(Error::Config(
+                "--calibrate runs the pipelines on generated data: it needs a local --data-root"
+                    .into(),
+            ));
+        };
+        calibrate(local, &cfg.common, *plays, scales)?;
     }
-    let runs = match read_runs(root) {
+    let runs = match read_runs(root, "").await {
         Ok(r) => r,
         Err(_) if cfg.calibrate.is_some() => BTreeMap::new(),
         Err(e) => return Err(e),
     };
-    let calibration = read_runs(&root.join("calibration")).unwrap_or_default();
+    let calibration = read_runs(root, "calibration/").await.unwrap_or_default();
     let names: std::collections::BTreeSet<&String> =
         runs.keys().chain(calibration.keys()).collect();
     let none = Vec::new();
@@ -541,10 +542,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         machine: cfg.machine,
         pipelines: audits,
     };
-    let out_dir = cfg
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| root.join("reports/audit"));
     let mut outputs = Vec::new();
     for (name, bytes) in [
         ("audit.md", report::markdown(&doc).into_bytes()),
@@ -554,9 +551,19 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             report::json(&doc).map_err(streampulse_core::Error::from)?,
         ),
     ] {
-        let path = out_dir.join(name);
-        streampulse_core::location::write_atomic(&path, &bytes)?;
-        outputs.push(path.display().to_string());
+        // --out-dir is a local directory; by default the report goes beside the data, wherever
+        // the data root is.
+        outputs.push(match &cfg.out_dir {
+            Some(dir) => {
+                let path = dir.join(name);
+                streampulse_core::location::write_atomic(&path, &bytes)?;
+                path.display().to_string()
+            }
+            None => {
+                root.put_file(&format!("reports/audit/{name}"), &bytes)
+                    .await?
+            }
+        });
     }
     print!("{}", report::markdown(&doc));
     Ok(Outcome {
