@@ -203,6 +203,19 @@ impl DataRoot {
     /// The names of the directories directly in `<root>/<rel_dir>/` (none when it does not
     /// exist), sorted.
     pub async fn list_dirs(&self, rel_dir: &str) -> Result<Vec<String>> {
+        self.list_entries(rel_dir, true).await
+    }
+
+    /// The names of the files directly in `<root>/<rel_dir>/` (none when it does not exist),
+    /// sorted; hidden files (temporaries of unfinished writes) are left out.
+    pub async fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {
+        let mut names = self.list_entries(rel_dir, false).await?;
+        names.retain(|n| !n.starts_with('.'));
+        Ok(names)
+    }
+
+    /// The directories (`dirs`) or the files directly in `<root>/<rel_dir>/`, sorted.
+    async fn list_entries(&self, rel_dir: &str, dirs: bool) -> Result<Vec<String>> {
         let mut names = Vec::new();
         match self {
             DataRoot::Local(root) => {
@@ -214,64 +227,35 @@ impl DataRoot {
                 };
                 for entry in entries {
                     let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    let path = entry.path();
                     if let Some(n) = entry.file_name().to_str()
-                        && entry.path().is_dir()
+                        && (if dirs { path.is_dir() } else { path.is_file() })
                     {
                         names.push(n.to_string());
                     }
                 }
             }
             DataRoot::ObjectStore { store, .. } => {
-                let base = self.object_path(rel_dir);
-                let listing = store.list_with_delimiter(Some(&base)).await?;
-                names.extend(
-                    listing
-                        .common_prefixes
-                        .iter()
-                        .filter_map(|p| p.filename().map(String::from)),
-                );
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
-
-    /// The names of the files directly in `<root>/<rel_dir>/` (none when it does not exist),
-    /// sorted; hidden files (temporaries of unfinished writes) are left out.
-    pub async fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        match self {
-            DataRoot::Local(root) => {
-                let dir = root.join(rel_dir);
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-                    Err(e) => return Err(Error::io(dir, e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
-                    if let Some(n) = entry.file_name().to_str()
-                        && entry.path().is_file()
-                    {
-                        names.push(n.to_string());
-                    }
+                let listing = store
+                    .list_with_delimiter(Some(&self.object_path(rel_dir)))
+                    .await?;
+                if dirs {
+                    names.extend(
+                        listing
+                            .common_prefixes
+                            .iter()
+                            .filter_map(|p| p.filename().map(String::from)),
+                    );
+                } else {
+                    names.extend(
+                        listing
+                            .objects
+                            .iter()
+                            .filter_map(|o| o.location.filename().map(String::from)),
+                    );
                 }
             }
-            DataRoot::ObjectStore { store, prefix, .. } => {
-                let mut base = prefix.clone();
-                for part in rel_dir.split('/').filter(|p| !p.is_empty()) {
-                    base = base.join(part);
-                }
-                let listing = store.list_with_delimiter(Some(&base)).await?;
-                names.extend(
-                    listing
-                        .objects
-                        .iter()
-                        .filter_map(|o| o.location.filename().map(String::from)),
-                );
-            }
         }
-        names.retain(|n| !n.starts_with('.'));
         names.sort();
         Ok(names)
     }
@@ -337,6 +321,7 @@ impl DataRoot {
         }
     }
 
+    /// The store path of `<root>/<rel>` (object-store roots; a local root has none).
     fn object_path(&self, rel: &str) -> ObjectPath {
         match self {
             DataRoot::ObjectStore { prefix, .. } => {
@@ -357,13 +342,12 @@ impl DataRoot {
                 let path = root.join(rel);
                 std::fs::read(&path).map_err(|e| Error::io(&path, e))
             }
-            DataRoot::ObjectStore { store, prefix, .. } => {
-                let mut src = prefix.clone();
-                for part in rel.split('/') {
-                    src = src.join(part);
-                }
-                Ok(store.get(&src).await?.bytes().await?.to_vec())
-            }
+            DataRoot::ObjectStore { store, .. } => Ok(store
+                .get(&self.object_path(rel))
+                .await?
+                .bytes()
+                .await?
+                .to_vec()),
         }
     }
 
@@ -457,12 +441,10 @@ impl DataRoot {
                 write_atomic(&path, bytes)?;
                 Ok(path.display().to_string())
             }
-            DataRoot::ObjectStore { store, prefix, url } => {
-                let mut dest = prefix.clone();
-                for part in rel.split('/') {
-                    dest = dest.join(part);
-                }
-                store.put(&dest, bytes.to_vec().into()).await?;
+            DataRoot::ObjectStore { store, url, .. } => {
+                store
+                    .put(&self.object_path(rel), bytes.to_vec().into())
+                    .await?;
                 Ok(format!("{}/{rel}", url.as_str().trim_end_matches('/')))
             }
         }
