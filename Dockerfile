@@ -14,7 +14,7 @@ COPY shared shared
 RUN apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --workspace --locked \
+    cargo build --profile dist --workspace --exclude streampulse-fuzz --locked \
     && mkdir -p /out \
     && find target/dist -maxdepth 1 -type f -executable -exec cp {} /out/ \;
 

@@ -7,9 +7,9 @@ BIN := $(CARGO_TARGET_DIR)/release
 DATA ?= ./data
 DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
-CARGO_FLAGS := --release --workspace --locked
+CARGO_FLAGS := --release --workspace --exclude streampulse-fuzz --locked
 
-.PHONY: all build run test test-rust test-e2e test-dags test-compose bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
+.PHONY: all build run fuzz test test-rust test-e2e test-dags test-compose bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
 
 all: build
 
@@ -66,6 +66,7 @@ test-e2e: build
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/foreign_writers.py --bin-dir $(BIN) \
+	  && $$PY tests/e2e/readers_open_outputs.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
@@ -98,9 +99,14 @@ bench-metadata-sync: build
 bench-play-ingest: build
 	bench/play_ingest.sh
 
+# Every fuzz target for FUZZ_SECONDS (default 60) each; not part of `make test` (see fuzz/).
+fuzz:
+	scripts/fuzz.sh
+
+# The lint covers fuzz/ too: it is compiled there, though only `make fuzz` links it.
 lint:
 	cargo fmt --all --check
-	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	cargo clippy --release --workspace --locked --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

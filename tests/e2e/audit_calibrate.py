@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end check of `audit --calibrate`: it generates data at three scales, runs every batch
-pipeline on each, and fits runtime and memory against input size. Checks that every pipeline
-got a fit on three runs, that runtime grows with the input, and that the three reports exist.
+pipeline on each (the largest scale again on one thread), and fits runtime and memory against
+input size. Checks that every pipeline got a fit on three runs, a measured core scaling, a
+recommendation and a band, that runtime grows with the input, and that the three reports exist.
 
 Prints one line per check and a closing "N passed, M failed" line; exits 1 on any failure.
 """
@@ -40,6 +41,14 @@ def main():
         for p in doc["pipelines"]:
             fit = p["time_fit"]
             check(f"{p['pipeline']}: fitted on 3 runs", fit is not None and fit["points"] == 3, json.dumps(fit))
+            if os.cpu_count() > 1:
+                sc = p["scaling"]
+                check(f"{p['pipeline']}: core scaling measured on 1 and {os.cpu_count()} threads",
+                      sc is not None and sc["threads"] == [1, os.cpu_count()]
+                      and 0.0 <= sc["parallel_fraction"] <= 1.0, json.dumps(sc))
+            check(f"{p['pipeline']}: a recommendation and a band", p["recommendation"] != "" and all(
+                y["runtime_low"] <= y["runtime_seconds"] <= y["runtime_high"] for y in p["projections"]),
+                  json.dumps(p["projections"][-1]))
             # Sub-second runs are dominated by start-up noise; the longer ones must scale up.
             if fit is not None and p["latest"]["wall_seconds"] > 0.5:
                 years = [y["runtime_seconds"] for y in p["projections"]]

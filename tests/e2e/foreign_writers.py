@@ -21,8 +21,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import duckdb
@@ -32,23 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness import check, finish, run
+
 DAY = "2026-11-30"
 MONTH = "2026-11"
 IDS = {"play_id", "user_id", "song_id", "artist_id", "album_id", "label_id", "subscription_id"}
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(cmd):
-    p = subprocess.run([str(c) for c in cmd], env=dict(os.environ, RUST_LOG="warn"), capture_output=True,
-                       text=True)
-    if p.returncode != 0:
-        print(f"{cmd[0]} exited {p.returncode}:\n{p.stderr[-3000:]}", file=sys.stderr)
-    return p.returncode
 
 
 def pyarrow_variant(table, unit, tz, money, dates):
@@ -145,8 +131,7 @@ def main():
             got = files(theirs, inputs)
             differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
             check(f"{writer}: the same output bytes as on datagen's files", not differ, ", ".join(differ[:8]))
-    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-    sys.exit(0 if all(results) else 1)
+    finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End-to-end check of an object-store data root against a real S3 API (moto's server, on
-127.0.0.1, from PyPI: `moto[server]`, the S3 implementation VERSIONS.md checked).
+127.0.0.1, from PyPI: `moto[server]`, a maintained S3 implementation that installs from PyPI).
 
 One generated world is uploaded to `s3://streampulse/root`; play-counts (from the CSV export,
 streamed from the store, and from the Parquet partition) and revenue run against the bucket and

@@ -105,7 +105,8 @@ def reference_charts(scoped, d, history):
 def outputs(con, root, d):
     part = f"date={d.isoformat()}"
     q = lambda ds, cols, order: con.execute(
-        f"SELECT {cols} FROM read_parquet('{root}/{ds}/{part}/*.parquet') ORDER BY {order}").fetchall()
+        f"SELECT {cols} FROM read_parquet('{root}/{ds}/{part}/*.parquet', hive_partitioning = true) "
+        f"ORDER BY {order}").fetchall()
     songs = q("daily_song_counts", "song_id, artist_id, plays, streams, listeners, ms_played", "song_id, artist_id")
     artists = q("daily_artist_counts", "artist_id, plays, streams, listeners, ms_played", "artist_id")
     charts = q("charts", "date, scope, rank, song_id, artist_id, streams, prev_rank, movement, peak_rank, "

@@ -1,4 +1,4 @@
-//! Command-line conventions shared by every pipeline (DESIGN.md, "Command-line conventions").
+//! Command-line conventions shared by every pipeline (README.md, "Conventions shared by all pipelines").
 //!
 //! Each pipeline flattens [`CommonArgs`] into its own clap `Args`, then turns the whole into a
 //! validated config before doing any work. Every flag has an `SP_*` environment fallback because

@@ -37,8 +37,7 @@ use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::rejects::Reject;
 use crate::schema::Rule;
-
-const MS_PER_DAY: i64 = 86_400_000;
+use crate::time::MS_PER_DAY;
 
 /// Whether a column of type `found` is read as the contract's `expected` without any conversion
 /// (the same type, or another layout of strings that every reader here takes as it is).
@@ -394,7 +393,8 @@ fn rescale(raw: i128, from: i32, to: i32) -> std::result::Result<i128, String> {
     }
 }
 
-fn format_scaled(raw: i128, scale: i32) -> String {
+/// A raw decimal at `scale` as text (`-12.345000`), the inverse of [`parse_decimal`].
+pub fn format_scaled(raw: i128, scale: i32) -> String {
     if scale <= 0 {
         return raw.to_string();
     }

@@ -870,18 +870,7 @@ pub fn parse_date(b: &[u8]) -> Option<i32> {
     if d == 0 || d > month_days {
         return None;
     }
-    Some(days_from_civil(y, m, d))
-}
-
-/// Howard Hinnant's days-from-civil: exact for the proleptic Gregorian calendar.
-pub fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = (y - era * 400) as u32;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe as i32 - 719_468
+    Some(crate::time::days_from_civil(y, m, d))
 }
 
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fff...][Z|+00:00]`. Other offsets are
@@ -1123,10 +1112,7 @@ mod tests {
             for m in 0..=13 {
                 for d in 0..=32 {
                     let text = format!("{y:04}-{m:02}-{d:02}");
-                    let want = chrono::NaiveDate::from_ymd_opt(y, m, d).map(|date| {
-                        (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
-                            as i32
-                    });
+                    let want = chrono::NaiveDate::from_ymd_opt(y, m, d).map(crate::time::date32);
                     assert_eq!(parse_date(text.as_bytes()), want, "{text}");
                 }
             }

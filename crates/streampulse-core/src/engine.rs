@@ -147,6 +147,29 @@ pub async fn read_parquet(
 
 /// The Parquet files of `url` (a file, or a directory listed recursively), as URLs.
 async fn parquet_files(ctx: &SessionContext, url: &str) -> Result<Vec<String>> {
+    Ok(parquet_objects(ctx, url)
+        .await?
+        .into_iter()
+        .map(|(url, _)| url)
+        .collect())
+}
+
+/// Bytes of the Parquet files behind `urls` (files or partition directories, local or in an
+/// object store), as the readers above would read them: the run record's `bytes_in`.
+pub async fn parquet_bytes(ctx: &SessionContext, urls: &[String]) -> Result<u64> {
+    let mut total = 0;
+    for url in urls {
+        total += parquet_objects(ctx, url)
+            .await?
+            .iter()
+            .map(|(_, size)| size)
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// The files a listing of `url` reads, with their sizes, sorted by URL.
+async fn parquet_objects(ctx: &SessionContext, url: &str) -> Result<Vec<(String, u64)>> {
     let table_url = ListingTableUrl::parse(url)?;
     let store = ctx.runtime_env().object_store(table_url.object_store())?;
     let state = ctx.state();
@@ -159,15 +182,15 @@ async fn parquet_files(ctx: &SessionContext, url: &str) -> Result<Vec<String>> {
     // What the listing scan reads: a named file, or a directory's visible `.parquet` files
     // (not Spark's `_SUCCESS`, not a writer's hidden temporaries).
     let directory = table_url.is_collection();
-    let mut urls: Vec<String> = files
+    let mut urls: Vec<(String, u64)> = files
         .iter()
-        .map(|meta| meta.location.to_string())
-        .filter(|p| {
+        .map(|meta| (meta.location.to_string(), meta.size))
+        .filter(|(p, _)| {
             let name = p.rsplit('/').next().unwrap_or(p);
             !directory
                 || (!name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet"))
         })
-        .map(|p| format!("{}{p}", base.as_str()))
+        .map(|(p, size)| (format!("{}{p}", base.as_str()), size))
         .collect();
     urls.sort();
     Ok(urls)

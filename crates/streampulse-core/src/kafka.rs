@@ -1,4 +1,4 @@
-//! Kafka, the other way stages meet besides Parquet partitions (DESIGN.md): the topic
+//! Kafka, the other way stages meet besides Parquet partitions (docs/architecture.md): the topic
 //! definitions of `shared/topics/topics.txt`, the client settings every stage uses, topic
 //! creation, and [`Publisher`], which sends a run's records and waits until the broker has every
 //! one of them, so that a run never reports success with messages still in a buffer.

@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod location;
 pub mod money;
 pub mod output;
+pub mod progress;
 pub mod rate;
 pub mod rejects;
 pub mod run_record;
@@ -35,6 +36,7 @@ pub mod shutdown;
 pub mod songs;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 
 pub use error::{Error, Result};
 pub use exit::ExitCode;

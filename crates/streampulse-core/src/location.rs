@@ -1,5 +1,5 @@
 //! Where datasets live. A data root is a local directory or an object-store URL; datasets are laid
-//! out Hive-style: `<root>/<dataset>/<key>=<value>/part-N.parquet` (DESIGN.md).
+//! out Hive-style: `<root>/<dataset>/<key>=<value>/part-N.parquet` (docs/architecture.md).
 //!
 //! Outputs are staged in a local directory first and published at the end: locally by renaming the
 //! staged directory over the partition (readers see the old or the new partition, never half of

@@ -1,4 +1,4 @@
-//! Exact money (DATA.md, revenue rules): amounts are integers of the currency's minor unit in
+//! Exact money (docs/data.md, revenue): amounts are integers of the currency's minor unit in
 //! memory and `Decimal128(18, 6)` of major units in files; never a float.
 
 /// The scale of money columns (`Decimal128(18, 6)`).

@@ -1,6 +1,7 @@
-//! Rejected input rows: kept with their reason, never dropped silently (DESIGN.md).
+//! Rejected input rows: kept with their reason, never dropped silently (docs/architecture.md).
 //!
-//! Layout: `<root>/rejects/<pipeline>/<partition>/rejects.jsonl`, one JSON object per rejected row
+//! Layout: `<root>/rejects/<pipeline>/<partition>/rejects.jsonl` (or `rejects-<part>.jsonl` when
+//! several writers share the partition), one JSON object per rejected row
 //! with `file`, `line`, `column`, `reason` and `raw`, so `wc -l` counts them. The file is streamed
 //! to a temporary sibling and renamed into place when the run ends; a run with no rejects removes
 //! a stale file from an earlier run of the same date.

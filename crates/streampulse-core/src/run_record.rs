@@ -1,5 +1,5 @@
 //! Run records: every run ends by writing what it did and what it cost, so `audit` can build the
-//! capacity report from measurements instead of guesses (DESIGN.md principle 5).
+//! capacity report from measurements instead of guesses (docs/architecture.md, "Run records").
 //!
 //! `<root>/runs/<pipeline>/<date>-<run_id>.json`.
 

@@ -1,5 +1,11 @@
-//! Arrow schemas of every dataset in the data contract (DATA.md). Stages build and check their
-//! batches against these, so a column renamed in one place fails loudly everywhere.
+//! Arrow schemas of every dataset in the data contract (docs/data.md). Stages build and check
+//! their batches against these, so a column renamed in one place fails loudly everywhere.
+//!
+//! These are the columns *in the files*. A partitioned dataset's partition column (`date`,
+//! `month`, `experiment`) lives in the directory name only, as the Hive convention Spark follows
+//! has it: a reader of the dataset directory (DuckDB's `hive_partitioning`, pyarrow and pandas
+//! datasets, Polars, Spark) adds it from the path, and a file that also held it would make pandas
+//! and pyarrow refuse to merge the two.
 
 use std::sync::{Arc, LazyLock};
 
@@ -201,7 +207,6 @@ pub static USER_METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub static DAILY_SONG_COUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use DataType::*;
     schema(vec![
-        f("date", Date32, false),
         f("song_id", Int64, false),
         f("artist_id", Int64, false),
         f("plays", Int64, false),
@@ -214,7 +219,6 @@ pub static DAILY_SONG_COUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub static DAILY_ARTIST_COUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use DataType::*;
     schema(vec![
-        f("date", Date32, false),
         f("artist_id", Int64, false),
         f("plays", Int64, false),
         f("streams", Int64, false),
@@ -226,7 +230,6 @@ pub static DAILY_ARTIST_COUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub static CHARTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use DataType::*;
     schema(vec![
-        f("date", Date32, false),
         f("scope", Utf8, false),
         f("rank", Int32, false),
         f("song_id", Int64, false),
@@ -254,7 +257,6 @@ pub static RECOMMENDATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
 fn revenue_by(key: &str) -> SchemaRef {
     use DataType::*;
     schema(vec![
-        f("month", Utf8, false),
         f("country", Utf8, false),
         f("currency", Utf8, false),
         f(key, Int64, false),
@@ -270,7 +272,6 @@ pub static REVENUE_BY_LABEL: LazyLock<SchemaRef> = LazyLock::new(|| revenue_by("
 pub static REVENUE_RECONCILIATION: LazyLock<SchemaRef> = LazyLock::new(|| {
     use DataType::*;
     schema(vec![
-        f("month", Utf8, false),
         f("country", Utf8, false),
         f("currency", Utf8, false),
         f("pool", MONEY, false),
@@ -346,7 +347,7 @@ mod tests {
     #[test]
     fn ab_results_has_the_contract_columns() {
         assert_eq!(AB_RESULTS.fields().len(), 18);
-        assert_eq!(dataset("charts").unwrap().fields().len(), 12);
+        assert_eq!(dataset("charts").unwrap().fields().len(), 11);
         assert!(dataset("nope").is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! One song of the catalog as a record: the JSON shape the metadata API serves, the row the
-//! catalog database stores, and the conversions to and from the `songs` Arrow schema (DATA.md).
+//! catalog database stores, and the conversions to and from the `songs` Arrow schema (docs/data.md).
 //!
 //! The partner API, our stand-in for it (`metadata-api`) and the sync (`metadata-sync`) all speak
 //! this shape, so it lives here rather than in either pipeline.
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::schema::SONGS;
 
-/// A song's metadata (columns of DATA.md `songs`).
+/// A song's metadata (columns of `songs` in docs/data.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct SongRecord {
     pub song_id: i64,
@@ -50,8 +50,6 @@ impl SongRecord {
         format!("\"{h:016x}\"")
     }
 }
-
-const EPOCH_DAYS_CE: i32 = 719_163;
 
 /// The records of one `songs` batch. `source` names the file in errors.
 pub fn from_batch(batch: &RecordBatch, source: &str) -> Result<Vec<SongRecord>> {
@@ -134,10 +132,8 @@ pub fn from_batch(batch: &RecordBatch, source: &str) -> Result<Vec<SongRecord>> 
                 label_id: label_id.value(i),
                 isrc: isrc.value(i).to_string(),
                 duration_ms: duration.value(i),
-                release_date: NaiveDate::from_num_days_from_ce_opt(
-                    release.value(i) + EPOCH_DAYS_CE,
-                )
-                .ok_or_else(|| bad("release_date", i, "date out of range"))?,
+                release_date: crate::time::from_date32(release.value(i))
+                    .ok_or_else(|| bad("release_date", i, "date out of range"))?,
                 genre: genre.value(i).to_string(),
                 updated_at: DateTime::from_timestamp_millis(updated.value(i))
                     .ok_or_else(|| bad("updated_at", i, "timestamp out of range"))?,
@@ -165,9 +161,9 @@ pub fn to_batch(songs: &[SongRecord]) -> Result<RecordBatch> {
         Arc::new(Int32Array::from_iter_values(
             songs.iter().map(|s| s.duration_ms),
         )),
-        Arc::new(Date32Array::from_iter_values(songs.iter().map(|s| {
-            chrono::Datelike::num_days_from_ce(&s.release_date) - EPOCH_DAYS_CE
-        }))),
+        Arc::new(Date32Array::from_iter_values(
+            songs.iter().map(|s| crate::time::date32(s.release_date)),
+        )),
         strs(|s| &s.genre),
         Arc::new(
             TimestampMillisecondArray::from_iter_values(

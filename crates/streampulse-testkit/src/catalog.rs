@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDate};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use streampulse_core::csv::days_from_civil;
 use streampulse_core::songs::{self, SongRecord};
+use streampulse_core::time::days_from_civil;
 
 use crate::alias::AliasTable;
 use crate::dims::GENRES;
@@ -147,8 +147,7 @@ fn songs_batch(songs: &[Song]) -> RecordBatch {
                 s.song_id % 100_000
             ),
             duration_ms: s.duration_ms,
-            release_date: NaiveDate::from_num_days_from_ce_opt(s.release_days + 719_163)
-                .unwrap_or_default(),
+            release_date: streampulse_core::time::from_date32(s.release_days).unwrap_or_default(),
             genre: GENRES[s.genre as usize].to_string(),
             updated_at: DateTime::from_timestamp_millis(s.updated_at_ms).unwrap_or_default(),
         })

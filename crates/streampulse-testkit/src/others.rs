@@ -13,11 +13,11 @@ use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use streampulse_core::csv::days_from_civil;
 use streampulse_core::schema::{
     ASSIGNMENTS, EMBEDDING_DIM, EXPERIMENTS, SONG_EMBEDDINGS, SUBSCRIPTIONS, USER_FEATURES,
     USER_METRICS,
 };
+use streampulse_core::time::days_from_civil;
 
 use crate::catalog::Catalog;
 use crate::dims::{GENRES, MARKETS, PLANS, minor_unit_digits};

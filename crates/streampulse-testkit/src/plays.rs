@@ -399,7 +399,7 @@ fn write_hex32(out: &mut Vec<u8>, a: u64, b: u64) {
 pub fn write_timestamp(out: &mut Vec<u8>, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = streampulse_core::time::civil_from_days(days);
     let (h, mi, s, milli) = (
         rem / 3_600_000,
         rem / 60_000 % 60,
@@ -430,19 +430,6 @@ fn put_digits(out: &mut Vec<u8>, mut v: i64, width: usize) {
         v /= 10;
     }
     out.extend_from_slice(&buf[..width]);
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! From per-variant sufficient statistics of one experiment to the rows of `ab_results`
-//! (DATA.md): one row per (metric, treatment variant), CUPED rows beside the raw ones, p-values
+//! (docs/data.md): one row per (metric, treatment variant), CUPED rows beside the raw ones, p-values
 //! adjusted across the experiment's whole family of metrics x treatments.
 
 use crate::stats::{

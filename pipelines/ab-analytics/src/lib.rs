@@ -16,7 +16,7 @@
 //! * [`analysis`]: the sums of one experiment to the rows of `ab_results`;
 //! * [`report`]: the JSON and self-contained HTML report.
 //!
-//! Outputs: `ab_results/experiment=<id>/` (Parquet, DATA.md) and
+//! Outputs: `ab_results/experiment=<id>/` (Parquet, docs/data.md) and
 //! `ab_reports/date=<D>/<id>.json` + `<id>.html`.
 
 pub mod analysis;
@@ -324,6 +324,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         check_id(id)?;
     }
     tracing::info!(?inputs, experiment = ?only, "inputs");
+    let read: Vec<String> = [&inputs.assignments, &inputs.user_metrics]
+        .into_iter()
+        .chain(inputs.experiments.as_ref())
+        .cloned()
+        .collect();
+    meter.bytes_in = engine::parquet_bytes(&ctx, &read).await?;
     let plans = match &inputs.experiments {
         Some(url) => input::experiment_plans(&ctx, url, only).await?,
         None => {

@@ -3,11 +3,24 @@
 //! and peak memory, projects them at `--growth` a year for `--years` years against a target
 //! machine and batch window, and grades the risk.
 //!
-//! Projections come from the runs themselves: when a pipeline has successful runs at two or more
-//! input sizes, runtime and peak memory are fitted by least squares against rows in (the fit and
-//! its R² are reported); with a single size, runtime is scaled in proportion to the input and
-//! memory is held at its measured peak (these pipelines bound memory by `--memory-limit`), and the
-//! report says so.
+//! Projections come from the runs themselves, and the report says how each was made:
+//!
+//! * the **baseline** is the largest successful run measured (production or calibration) at the
+//!   highest thread count measured, and the report names it; a baseline under a million rows is
+//!   flagged, since the projection then starts from a demo's size, not production's;
+//! * with runs at two or more input sizes (at the baseline's threads), runtime and peak memory
+//!   are fitted by least squares against rows in (R² and the largest error are reported); with a
+//!   single size, runtime is scaled in proportion to the input and memory held at its measured
+//!   peak (these pipelines bound memory by `--memory-limit`);
+//! * the **band** around each projection is the fit's largest relative error (at least 10 %),
+//!   doubled and warned about when the fit is poor (R² under 0.9 or an error over 25 %), and 50 %
+//!   from a single size;
+//! * **core scaling** is measured, not assumed: runs of the same input at different thread counts
+//!   (`--calibrate` reruns its largest scale on one thread) give Amdahl's parallel fraction `p`,
+//!   and the target's cores speed the work up by `((1-p) + p/n) / ((1-p) + p/cores)`. Without
+//!   such a pair the report assumes no gain beyond the threads measured, and says so;
+//! * the **recommendation** follows from the projection: stay, bound memory, add shards
+//!   (recommend), optimise the serial share, or scale out.
 
 pub mod report;
 
@@ -206,9 +219,89 @@ impl std::fmt::Display for Risk {
 pub struct Projection {
     pub year: u32,
     pub rows_in: f64,
-    /// On the target machine (CPU-bound work scaled from the measured threads to its cores).
+    /// On the target machine (scaled from the measured threads to its cores by the measured
+    /// parallel fraction, if any), with the band the fit's error allows.
     pub runtime_seconds: f64,
+    pub runtime_low: f64,
+    pub runtime_high: f64,
     pub peak_memory_bytes: f64,
+    pub memory_low: f64,
+    pub memory_high: f64,
+}
+
+/// Amdahl's law measured from two runs of the same input at different thread counts.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Scaling {
+    /// The share of the work that runs in parallel, in [0, 1].
+    pub parallel_fraction: f64,
+    /// The thread counts and walls it was measured from.
+    pub threads: (usize, usize),
+    pub walls: (f64, f64),
+}
+
+impl Scaling {
+    /// The parallel fraction from wall `ta` on `na` threads and `tb` on `nb` (`na` < `nb`).
+    pub fn measure(na: usize, ta: f64, nb: usize, tb: f64) -> Option<Scaling> {
+        if na >= nb || ta <= 0.0 || tb <= 0.0 {
+            return None;
+        }
+        // T(n) = T1 ((1 - p) + p / n), so r = T(na) / T(nb) gives p.
+        let (r, na_f, nb_f) = (ta / tb, na as f64, nb as f64);
+        let denominator = r - 1.0 - r / nb_f + 1.0 / na_f;
+        let p = if denominator.abs() < 1e-12 {
+            0.0
+        } else {
+            (r - 1.0) / denominator
+        };
+        Some(Scaling {
+            parallel_fraction: p.clamp(0.0, 1.0),
+            threads: (na, nb),
+            walls: (ta, tb),
+        })
+    }
+
+    /// How much faster `to` threads run than `from`.
+    pub fn speedup(&self, from: usize, to: usize) -> f64 {
+        let p = self.parallel_fraction;
+        let t = |n: usize| (1.0 - p) + p / n.max(1) as f64;
+        t(from) / t(to)
+    }
+}
+
+/// Where a projection says the pipeline should go.
+pub fn recommendation(
+    pipeline: &str,
+    projections: &[Projection],
+    machine: &Machine,
+    scaling: Option<&Scaling>,
+) -> String {
+    let last = projections.last();
+    let memory_over = projections
+        .iter()
+        .any(|p| p.memory_high > machine.memory_bytes as f64);
+    let window_over = last.is_some_and(|p| p.runtime_high > machine.window_seconds);
+    let near = last.is_some_and(|p| {
+        p.runtime_high > 0.75 * machine.window_seconds
+            || p.memory_high > 0.75 * machine.memory_bytes as f64
+    });
+    let need = last.map_or(1.0, |p| (p.runtime_high / machine.window_seconds).ceil());
+    match (memory_over, window_over) {
+        (true, _) => {
+            "bound memory: a --memory-limit under the machine's RAM (the engine spills)".to_string()
+        }
+        (false, true) if pipeline == "recommend" => {
+            format!("add shards: {need:.0} or more (--shard I/N, users split without a shuffle)")
+        }
+        (false, true) if scaling.is_some_and(|s| s.parallel_fraction < 0.8) => format!(
+            "optimise: {:.0} % of the work is serial, so more cores help little",
+            100.0 * (1.0 - scaling.map_or(0.0, |s| s.parallel_fraction))
+        ),
+        (false, true) => format!(
+            "scale out: about {need:.0}x this machine by the last year (a cluster engine such as Spark)"
+        ),
+        (false, false) if near => "stay, and watch: within 75 % of a limit".to_string(),
+        (false, false) => "stay".to_string(),
+    }
 }
 
 /// The audit of one pipeline.
@@ -216,16 +309,22 @@ pub struct Projection {
 pub struct PipelineAudit {
     pub pipeline: String,
     pub runs: usize,
-    /// The latest successful run.
+    /// The run the projection starts from: the largest measured (see the crate docs).
     pub latest: RunRecord,
+    /// Where the baseline run comes from: `production` or `calibration`.
+    pub baseline_source: &'static str,
     pub bottleneck: &'static str,
     pub cpu_utilisation: f64,
     pub time_fit: Option<Fit>,
     pub memory_fit: Option<Fit>,
+    pub scaling: Option<Scaling>,
     /// How the projection was made, in words.
     pub method: String,
+    /// Caveats a planner must read: a poor fit, a small baseline, scaling assumed.
+    pub warnings: Vec<String>,
     pub projections: Vec<Projection>,
     pub risk: Risk,
+    pub recommendation: String,
     /// When the pipeline first exceeds the machine's memory or the window, or that it never
     /// does within the horizon.
     pub verdict: String,
@@ -256,6 +355,13 @@ pub fn data_size(r: &RunRecord) -> f64 {
     }
 }
 
+/// Runs under this many rows make a baseline that the report flags.
+const SMALL_BASELINE_ROWS: f64 = 1e6;
+
+/// A fit is poor below this R² or above this largest relative error.
+const POOR_R2: f64 = 0.9;
+const POOR_ERROR: f64 = 0.25;
+
 /// Audits one pipeline from its successful runs (any order).
 pub fn audit_pipeline(
     name: &str,
@@ -265,33 +371,86 @@ pub fn audit_pipeline(
     growth: f64,
     years: u32,
 ) -> Option<PipelineAudit> {
-    let mut ok: Vec<&RunRecord> = runs.iter().filter(|r| r.exit_code == 0).collect();
-    ok.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
-    let calibrated: Vec<&RunRecord> = calibration.iter().filter(|r| r.exit_code == 0).collect();
-    // The baseline is the latest production run; without one, the largest calibration run.
-    let latest = match ok.last() {
-        Some(r) => (*r).clone(),
-        None => (*calibrated
-            .iter()
-            .max_by(|a, b| data_size(a).total_cmp(&data_size(b)))?)
-        .clone(),
-    };
-    ok.extend(calibrated);
-    let (bottleneck, utilisation) = bottleneck(&latest);
-    let time_points: Vec<(f64, f64)> = ok.iter().map(|r| (data_size(r), r.wall_seconds)).collect();
-    let mem_points: Vec<(f64, f64)> = ok
+    let mut ok: Vec<(&RunRecord, &'static str)> = runs
+        .iter()
+        .filter(|r| r.exit_code == 0)
+        .map(|r| (r, "production"))
+        .chain(
+            calibration
+                .iter()
+                .filter(|r| r.exit_code == 0)
+                .map(|r| (r, "calibration")),
+        )
+        .collect();
+    ok.sort_by(|a, b| (&a.0.started_at, &a.0.run_id).cmp(&(&b.0.started_at, &b.0.run_id)));
+    // The baseline: the largest run at the most threads measured (the latest of equals).
+    let threads = ok.iter().map(|(r, _)| r.threads).max()?;
+    let (baseline, baseline_source) = ok
+        .iter()
+        .filter(|(r, _)| r.threads == threads)
+        .max_by(|a, b| data_size(a.0).total_cmp(&data_size(b.0)))
+        .map(|(r, s)| ((*r).clone(), *s))?;
+    let at_threads: Vec<&RunRecord> = ok
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| r.threads == threads)
+        .collect();
+    let scaling = measured_scaling(&ok.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+    let (bottleneck, utilisation) = bottleneck(&baseline);
+    let time_points: Vec<(f64, f64)> = at_threads
+        .iter()
+        .map(|r| (data_size(r), r.wall_seconds))
+        .collect();
+    let mem_points: Vec<(f64, f64)> = at_threads
         .iter()
         .map(|r| (data_size(r), r.peak_rss_bytes as f64))
         .collect();
     let (time_fit, memory_fit) = (fit(&time_points), fit(&mem_points));
-    let base_rows = data_size(&latest);
-    // CPU-bound work spreads over the target's cores; the rest does not speed up.
-    let speedup = if bottleneck == "CPU" {
-        machine.cores as f64 / latest.threads.max(1) as f64
-    } else {
-        1.0
+    let base_rows = data_size(&baseline);
+    let speedup = scaling.map_or(1.0, |s| s.speedup(threads, machine.cores));
+    let mut warnings = Vec::new();
+    if base_rows < SMALL_BASELINE_ROWS {
+        warnings.push(format!(
+            "the baseline is a small {baseline_source} run ({base_rows:.0} rows): the projection \
+             starts from that size, and production's is likely far larger; audit production runs \
+             (or calibrate with more --calibrate-plays)"
+        ));
+    }
+    let poor = |f: &Fit| f.r2 < POOR_R2 || f.max_rel_error > POOR_ERROR;
+    // The band's half-width, as a share of the projection.
+    let band = |f: Option<&Fit>, what: &str, warnings: &mut Vec<String>| match f {
+        Some(f) if poor(f) => {
+            warnings.push(format!(
+                "the {what} fit is poor (R² {:.2}, largest error {:.0} %): the band is doubled",
+                f.r2,
+                100.0 * f.max_rel_error
+            ));
+            2.0 * f.max_rel_error.max(0.1)
+        }
+        Some(f) => f.max_rel_error.max(0.1),
+        None => 0.5,
     };
-    let method = match (&time_fit, &memory_fit) {
+    let time_band = band(time_fit.as_ref(), "runtime", &mut warnings);
+    let memory_band = band(memory_fit.as_ref(), "memory", &mut warnings);
+    let scaling_words = match &scaling {
+        Some(s) => format!(
+            "cores: measured {:.0} % parallel ({} vs {} threads), so {} cores run {:.2}x faster \
+             than {threads}",
+            100.0 * s.parallel_fraction,
+            s.threads.0,
+            s.threads.1,
+            machine.cores,
+            speedup
+        ),
+        None => {
+            warnings.push(format!(
+                "core scaling not measured: the projection assumes no gain beyond the {threads} \
+                 threads measured (run --calibrate for an Amdahl fit)"
+            ));
+            format!("cores: not measured, no gain assumed beyond {threads} threads")
+        }
+    };
+    let sizes = match (&time_fit, &memory_fit) {
         (Some(t), Some(m)) => format!(
             "fitted on {} runs at different input sizes{}: runtime R² {:.3} (largest error {:.0} %), \
              memory R² {:.3} (largest error {:.0} %)",
@@ -307,17 +466,21 @@ pub fn audit_pipeline(
             100.0 * m.max_rel_error
         ),
         _ => "one input size measured: runtime scaled with the input, memory held at its measured \
-              peak (bounded by --memory-limit); run at more scales to fit"
+              peak (bounded by --memory-limit), a ±50 % band; run at more scales to fit"
             .to_string(),
     };
+    let method = format!(
+        "{sizes}; {scaling_words}; baseline: the largest run, {} rows ({} bytes in) of {} ({baseline_source})",
+        base_rows, baseline.bytes_in, baseline.logical_date
+    );
     let at = |rows: f64| -> (f64, f64) {
         let wall = match &time_fit {
             Some(f) => f.at(rows).max(0.0),
-            None => latest.wall_seconds * rows / base_rows.max(1.0),
+            None => baseline.wall_seconds * rows / base_rows.max(1.0),
         };
         let memory = match &memory_fit {
             Some(f) => f.at(rows).max(0.0),
-            None => latest.peak_rss_bytes as f64,
+            None => baseline.peak_rss_bytes as f64,
         };
         (wall / speedup, memory)
     };
@@ -329,7 +492,11 @@ pub fn audit_pipeline(
                 year: y,
                 rows_in: rows,
                 runtime_seconds,
+                runtime_low: runtime_seconds * (1.0 - time_band).max(0.0),
+                runtime_high: runtime_seconds * (1.0 + time_band),
                 peak_memory_bytes,
+                memory_low: peak_memory_bytes * (1.0 - memory_band).max(0.0),
+                memory_high: peak_memory_bytes * (1.0 + memory_band),
             }
         })
         .collect();
@@ -342,14 +509,18 @@ pub fn audit_pipeline(
         p.peak_memory_bytes > 0.75 * machine.memory_bytes as f64
             || p.runtime_seconds > 0.75 * machine.window_seconds
     });
+    // The band's upper edge past a limit is a risk too, not a pass.
+    let band_over = projections.iter().find(|p| {
+        p.memory_high > machine.memory_bytes as f64 || p.runtime_high > machine.window_seconds
+    });
     let risk = match first_over {
         Some(p) if p.year <= 1 => Risk::Critical,
         Some(_) => Risk::High,
-        None if near => Risk::High,
+        None if near || band_over.is_some() => Risk::High,
         None => Risk::Low,
     };
-    let verdict = match first_over {
-        Some(p) => {
+    let verdict = match (first_over, band_over) {
+        (Some(p), _) => {
             let what = if p.peak_memory_bytes > machine.memory_bytes as f64 {
                 "exceeds the machine's memory"
             } else {
@@ -361,20 +532,48 @@ pub fn audit_pipeline(
                 format!("{what} in year {}", p.year)
             }
         }
-        None => format!("fits the machine and the window for all {years} years"),
+        (None, Some(p)) => format!(
+            "fits for all {years} years, but the band's upper edge crosses a limit in year {}",
+            p.year
+        ),
+        (None, None) => format!("fits the machine and the window for all {years} years"),
     };
+    let recommendation = recommendation(name, &projections, machine, scaling.as_ref());
     Some(PipelineAudit {
         pipeline: name.to_string(),
         runs: ok.len(),
-        latest,
+        latest: baseline,
+        baseline_source,
         bottleneck,
         cpu_utilisation: utilisation,
         time_fit,
         memory_fit,
+        scaling,
         method,
+        warnings,
         projections,
         risk,
+        recommendation,
         verdict,
+    })
+}
+
+/// Amdahl's parallel fraction from the largest input measured at two thread counts (the
+/// fewest and the most threads run on it).
+fn measured_scaling(runs: &[&RunRecord]) -> Option<Scaling> {
+    let mut by_size: BTreeMap<u64, Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        by_size.entry(data_size(r) as u64).or_default().push(r);
+    }
+    by_size.into_values().rev().find_map(|same| {
+        let few = same.iter().min_by_key(|r| r.threads)?;
+        let many = same.iter().max_by_key(|r| r.threads)?;
+        Scaling::measure(
+            few.threads,
+            few.wall_seconds,
+            many.threads,
+            many.wall_seconds,
+        )
     })
 }
 
@@ -450,25 +649,34 @@ fn calibrate(
             "revenue",
             vec!["--month".into(), CALIBRATION_DATE[..7].into()],
         ));
-        for (binary, extra) in steps {
-            let mut cmd = std::process::Command::new(bin_dir.join(binary));
-            if binary != "revenue" {
-                cmd.args(["--date", CALIBRATION_DATE]);
-            }
-            cmd.args(&extra)
-                .args(["--data-root", &data_arg, "--threads", &threads])
-                .arg("--spill-dir")
-                .arg(&common.spill_dir)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null());
-            tracing::info!(binary, scale, plays = n, "calibration run");
-            let status = cmd
-                .status()
-                .map_err(|e| streampulse_core::Error::io(bin_dir.join(binary), e))?;
-            if !status.success() {
-                return Err(Error::Core(streampulse_core::Error::Internal(format!(
-                    "calibration: {binary} at scale {scale} exited with {status}"
-                ))));
+        // Amdahl needs the same input on fewer threads: the largest scale runs again on one
+        // (datagen too: it writes the same bytes again).
+        let mut passes = vec![threads.clone()];
+        if Some(&scale) == scales.iter().max() && common.threads > 1 {
+            passes.push("1".to_string());
+        }
+        for pass_threads in &passes {
+            for (binary, extra) in &steps {
+                let mut cmd = std::process::Command::new(bin_dir.join(binary));
+                if *binary != "revenue" {
+                    cmd.args(["--date", CALIBRATION_DATE]);
+                }
+                cmd.args(extra)
+                    .args(["--data-root", &data_arg, "--threads", pass_threads])
+                    .arg("--spill-dir")
+                    .arg(&common.spill_dir)
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null());
+                tracing::info!(binary, scale, plays = n, threads = %pass_threads, "calibration run");
+                let status = cmd
+                    .status()
+                    .map_err(|e| streampulse_core::Error::io(bin_dir.join(binary), e))?;
+                if !status.success() {
+                    return Err(Error::Core(streampulse_core::Error::Internal(format!(
+                        "calibration: {binary} at scale {scale} on {pass_threads} threads exited \
+                         with {status}"
+                    ))));
+                }
             }
         }
         // Gather this scale's run records with the others.
@@ -585,6 +793,21 @@ streampulse_core::pipeline!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amdahl_recovers_the_parallel_fraction() {
+        // p = 0.9: T(1) = 1, T(2) = 0.1 + 0.45 = 0.55, T(16) = 0.1 + 0.05625.
+        let s = Scaling::measure(1, 1.0, 2, 0.55).unwrap();
+        assert!((s.parallel_fraction - 0.9).abs() < 1e-9, "{s:?}");
+        assert!((s.speedup(1, 16) - 1.0 / 0.15625).abs() < 1e-9);
+        assert!((s.speedup(2, 16) - 0.55 / 0.15625).abs() < 1e-9);
+        // Slower on more threads: nothing runs in parallel.
+        assert_eq!(
+            Scaling::measure(1, 1.0, 2, 1.2).unwrap().parallel_fraction,
+            0.0
+        );
+        assert!(Scaling::measure(2, 1.0, 2, 1.0).is_none());
+    }
 
     #[test]
     fn the_fit_recovers_a_line_and_reports_its_quality() {

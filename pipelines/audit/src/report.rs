@@ -64,24 +64,39 @@ pub fn markdown(doc: &Document) -> String {
         doc.years
     );
     s.push_str(
-        "| pipeline | bottleneck | data (rows in) | runtime | peak memory | risk | verdict |\n",
+        "| pipeline | bottleneck | data (rows in, bytes in) | runtime | peak memory | risk | recommendation | verdict |\n",
     );
-    s.push_str("|---|---|---:|---:|---:|---|---|\n");
+    s.push_str("|---|---|---:|---:|---:|---|---|---|\n");
     for p in &doc.pipelines {
         let _ = writeln!(
             s,
-            "| {} | {} (CPU {:.0} %) | {} | {} | {} | **{}** | {} |",
+            "| {} | {} (CPU {:.0} %) | {}, {} | {} | {} | **{}** | {} | {} |",
             p.pipeline,
             p.bottleneck,
             100.0 * p.cpu_utilisation,
             rows(crate::data_size(&p.latest)),
+            bytes(p.latest.bytes_in as f64),
             duration(p.latest.wall_seconds),
             bytes(p.latest.peak_rss_bytes as f64),
             p.risk,
+            p.recommendation,
             p.verdict
         );
     }
-    s.push_str("\n## Projections (on the target machine)\n\n| pipeline |");
+    let warned: Vec<_> = doc
+        .pipelines
+        .iter()
+        .flat_map(|p| p.warnings.iter().map(move |w| (&p.pipeline, w)))
+        .collect();
+    if !warned.is_empty() {
+        s.push_str("\n**Read before planning:**\n\n");
+        for (pipeline, w) in warned {
+            let _ = writeln!(s, "- {pipeline}: {w}.");
+        }
+    }
+    s.push_str(
+        "\n## Projections (on the target machine: runtime / peak memory, the band in brackets)\n\n| pipeline |",
+    );
     for y in 0..=doc.years {
         let _ = write!(s, " year {y} |");
     }
@@ -95,9 +110,13 @@ pub fn markdown(doc: &Document) -> String {
         for y in &p.projections {
             let _ = write!(
                 s,
-                " {} / {} |",
+                " {} ({}–{}) / {} ({}–{}) |",
                 duration(y.runtime_seconds),
-                bytes(y.peak_memory_bytes)
+                duration(y.runtime_low),
+                duration(y.runtime_high),
+                bytes(y.peak_memory_bytes),
+                bytes(y.memory_low),
+                bytes(y.memory_high)
             );
         }
         s.push('\n');
@@ -106,7 +125,7 @@ pub fn markdown(doc: &Document) -> String {
     for p in &doc.pipelines {
         let _ = writeln!(
             s,
-            "- {}: {} (latest run {} on {} threads, {} on the host).",
+            "- {}: {} (baseline run {} on {} threads, {} on the host).",
             p.pipeline,
             p.method,
             p.latest.logical_date,
@@ -178,28 +197,40 @@ pub fn html(doc: &Document) -> String {
          body{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem;color:#1d2433}\
          table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border-bottom:1px solid #e3e6ec;padding:.35rem .6rem;text-align:left}\
          .CRITICAL{color:#b42318;font-weight:700}.HIGH{color:#b54708;font-weight:700}.LOW{color:#12733a}\
-         svg text{font-size:11px}.charts{display:flex;flex-wrap:wrap;gap:1rem}</style></head><body>\n",
+         svg text{font-size:11px}.warning{color:#b54708}.charts{display:flex;flex-wrap:wrap;gap:1rem}</style></head><body>\n",
     );
     let md = markdown(doc);
     let intro = md.lines().nth(2).unwrap_or_default();
     let _ = writeln!(s, "<h1>Capacity audit</h1><p>{}</p>", escape(intro));
-    s.push_str("<table><tr><th>pipeline</th><th>bottleneck</th><th>rows in</th><th>runtime</th><th>peak memory</th><th>risk</th><th>verdict</th></tr>\n");
+    s.push_str("<table><tr><th>pipeline</th><th>bottleneck</th><th>rows in</th><th>bytes in</th><th>runtime</th><th>peak memory</th><th>risk</th><th>recommendation</th><th>verdict</th></tr>\n");
     for p in &doc.pipelines {
         let _ = writeln!(
             s,
-            "<tr><td>{}</td><td>{} (CPU {:.0} %)</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{} (CPU {:.0} %)</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             escape(&p.pipeline),
             p.bottleneck,
             100.0 * p.cpu_utilisation,
             rows(crate::data_size(&p.latest)),
+            bytes(p.latest.bytes_in as f64),
             duration(p.latest.wall_seconds),
             bytes(p.latest.peak_rss_bytes as f64),
             p.risk,
             p.risk,
+            escape(&p.recommendation),
             escape(&p.verdict)
         );
     }
     s.push_str("</table>\n");
+    for p in &doc.pipelines {
+        for w in &p.warnings {
+            let _ = writeln!(
+                s,
+                "<p class=\"warning\"><strong>{}:</strong> {}.</p>",
+                escape(&p.pipeline),
+                escape(w)
+            );
+        }
+    }
     for p in &doc.pipelines {
         let runtime: Vec<f64> = p.projections.iter().map(|y| y.runtime_seconds).collect();
         let memory: Vec<f64> = p.projections.iter().map(|y| y.peak_memory_bytes).collect();

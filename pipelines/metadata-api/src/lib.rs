@@ -4,7 +4,7 @@
 //! client timeout, and wants a bearer token. Development, tests, benchmarks and the compose stack
 //! run `metadata-sync` against it.
 //!
-//! It serves the catalog `datagen` writes (the `songs` dataset of DATA.md):
+//! It serves the catalog `datagen` writes (the `songs` dataset of docs/data.md):
 //!
 //! * `GET /songs?updated_since=RFC3339&cursor=C&limit=N`: the change feed, songs with
 //!   `updated_at >= updated_since` ordered by `(updated_at, song_id)`, as summaries

@@ -7,7 +7,7 @@
 //! the cursor ([`sync`], [`db`]). A run killed at any point loses at most the uncommitted batch,
 //! which the next run fetches again; unchanged songs cost a `304` and no write.
 //!
-//! Then the whole catalog is written, by song id, to `songs/date=<D>/` (Parquet, DATA.md).
+//! Then the whole catalog is written, by song id, to `songs/date=<D>/` (Parquet, docs/data.md).
 //!
 //! The database is a SQLite file by default (`<data-root>/catalog/catalog.sqlite`: `make run`
 //! needs no server) or PostgreSQL (`--database-url postgres://...`); migrations under

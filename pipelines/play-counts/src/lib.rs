@@ -3,7 +3,7 @@
 //!
 //! How it stays fast and memory-bounded:
 //!
-//! * the CSV export is decoded by the core's parallel projecting decoder (6 of 15 columns; bad
+//! * the CSV export is decoded by the core's parallel projecting decoder (7 of 15 columns; bad
 //!   rows to the rejects file), or the Parquet partition is read with only those columns;
 //! * the input is read **once** into the [`tally`]: plays partitioned by user, so that every
 //!   count, listeners included, is a sum of independent per-bucket results; the buckets spill to
@@ -11,7 +11,7 @@
 //! * the charts' history join (today's top 200s against earlier chart partitions) is a DataFusion
 //!   plan under a memory pool of the same budget.
 //!
-//! Outputs (DATA.md): `daily_song_counts`, `daily_artist_counts`, `charts`, partitioned by date,
+//! Outputs (docs/data.md): `daily_song_counts`, `daily_artist_counts`, `charts`, partitioned by date,
 //! published together at the end of a successful run.
 
 pub mod error;
@@ -33,7 +33,8 @@ use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{DataFrame, SessionContext, lit};
+use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use streampulse_core::commit;
 use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
@@ -41,19 +42,22 @@ use streampulse_core::csv::{CsvDecoder, CsvOptions};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
 use streampulse_core::output::{StagedPartition, write_partition};
+use streampulse_core::progress::Progress;
 use streampulse_core::rejects::RejectSink;
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::{CHARTS, DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS, PLAYS};
 use streampulse_core::stream::{batch_stream, blocking_stream};
-use streampulse_core::{engine, exit::EXIT_CODES_HELP};
+use streampulse_core::{engine, exit::EXIT_CODES_HELP, time};
 
 pub use error::{Error, Result};
 use tally::{Tally, TallyOptions};
 
 pub const PIPELINE: &str = "play-counts";
 
-/// The columns this pipeline decodes, of the 15 in the plays export.
-const COLUMNS: [&str; 6] = [
+/// The columns this pipeline decodes, of the 15 in the plays export (play_id to count a play
+/// sent twice once).
+const COLUMNS: [&str; 7] = [
+    "play_id",
     "user_id",
     "song_id",
     "artist_id",
@@ -315,11 +319,8 @@ async fn open_input(
     rejects: Arc<Mutex<RejectSink>>,
     stats: Arc<Mutex<InputStats>>,
 ) -> Result<(SchemaRef, SendableRecordBatchStream, u64)> {
-    let lo = cfg
-        .date
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |d| d.and_utc().timestamp_millis());
-    let hi = lo + 86_400_000;
+    let lo = time::day_start_ms(cfg.date);
+    let hi = lo + time::MS_PER_DAY;
     match locate_input(cfg).await? {
         Source::Csv(export) => {
             let threads = cfg.common.threads;
@@ -354,6 +355,8 @@ async fn open_input(
             let per_row = if name.ends_with(".csv") { 64 } else { 8 };
             let expected = size / per_row;
             tracing::info!(input = %name, block_size, "decoding CSV export");
+            // Block bytes are the decompressed text: a compressed file's size gives no ETA.
+            let progress = Progress::start("plays", name.ends_with(".csv").then_some(size));
             let stream = blocking_stream(schema.clone(), 2, move |tx| {
                 for block in decoder.blocks() {
                     let item = block.map_err(DataFusionError::from).and_then(|block| {
@@ -369,13 +372,15 @@ async fn open_input(
                             s.records += block.records;
                             s.bytes += block.bytes;
                         }
+                        progress.add(block.records, block.bytes);
                         prepare(&block.batch, lo, hi, &stats)
                     });
                     let failed = item.is_err();
                     if tx.blocking_send(item).is_err() || failed {
-                        return;
+                        break;
                     }
                 }
+                progress.finish();
             });
             Ok((schema, stream, expected))
         }
@@ -386,13 +391,15 @@ async fn open_input(
             let df = engine::read_parquet(ctx, vec![url.clone()], &PLAYS, &COLUMNS).await?;
             let schema = prepared_schema(&Arc::new(df.schema().as_arrow().clone()));
             let inner = df.execute_stream().await?;
-            let bytes = parquet_bytes(&url);
+            let bytes = engine::parquet_bytes(ctx, std::slice::from_ref(&url)).await?;
             if let Ok(mut s) = stats.lock() {
                 s.bytes += bytes;
             }
             let stats2 = stats.clone();
+            let progress = Progress::start("plays", None);
             let mapped = inner.map(move |b| {
                 let b = b?;
+                progress.add(b.num_rows() as u64, 0);
                 let first_row = match stats2.lock() {
                     Ok(mut s) => {
                         s.records += b.num_rows() as u64;
@@ -442,21 +449,6 @@ fn int_column(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> 
     Ok(arrow::compute::cast_with_options(col, to, &options)?)
 }
 
-fn parquet_bytes(url: &str) -> u64 {
-    let path = std::path::Path::new(url.trim_end_matches('/'));
-    if path.is_file() {
-        return path.metadata().map_or(0, |m| m.len());
-    }
-    std::fs::read_dir(path)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Runs the pipeline for one date. Outputs are published only when everything succeeded.
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let common = &cfg.common;
@@ -487,7 +479,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         cap_counts: cfg.cap_counts,
     });
     let column = |name: &str| schema.index_of(name).map_err(DataFusionError::from);
-    let (user, song, artist, ms, country) = (
+    let (play_id, user, song, artist, ms, country) = (
+        column("play_id")?,
         column("user_id")?,
         column("song_id")?,
         column("artist_id")?,
@@ -496,13 +489,15 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     );
     while let Some(batch) = input.next().await {
         let batch = batch?;
-        let (user, song, artist, ms) = (
+        let (play_id, user, song, artist, ms) = (
+            int_column(&batch, play_id, &DataType::Int64)?,
             int_column(&batch, user, &DataType::Int64)?,
             int_column(&batch, song, &DataType::Int64)?,
             int_column(&batch, artist, &DataType::Int64)?,
             int_column(&batch, ms, &DataType::Int32)?,
         );
         tally.push(
+            play_id.as_primitive::<Int64Type>().values(),
             user.as_primitive::<Int64Type>().values(),
             song.as_primitive::<Int64Type>().values(),
             artist.as_primitive::<Int64Type>().values(),
@@ -532,6 +527,14 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.rows_rejected = sink.count();
     meter.set("rows_before_date", before);
     meter.set("rows_after_date", after);
+    let duplicates = totals.duplicate_plays();
+    meter.set("duplicate_plays", duplicates);
+    if duplicates > 0 {
+        tracing::warn!(
+            duplicates,
+            "plays whose play_id the same user had already sent, counted once"
+        );
+    }
     meter.set("tally_buckets", totals.buckets as u64);
     meter.set("tally_spills", u64::from(totals.spills));
     meter.set("tally_splits", totals.splits as u64);
@@ -569,20 +572,18 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             first.join("; ")
         )));
     }
-    // Date32: days since 1970-01-01, which is day 719,163 of the common era.
-    let day = chrono::Datelike::num_days_from_ce(&cfg.date) - 719_163;
     let mut totals = totals;
     let mut staged = Vec::new();
     for (dataset, schema, batch) in [
         (
             "daily_song_counts",
             &*DAILY_SONG_COUNTS,
-            totals.song_counts(&DAILY_SONG_COUNTS, day)?,
+            totals.song_counts(&DAILY_SONG_COUNTS)?,
         ),
         (
             "daily_artist_counts",
             &*DAILY_ARTIST_COUNTS,
-            totals.artist_counts(&DAILY_ARTIST_COUNTS, day)?,
+            totals.artist_counts(&DAILY_ARTIST_COUNTS)?,
         ),
     ] {
         staged.push(
@@ -658,11 +659,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     outcome.outputs = published.iter().map(|p| p.url.clone()).collect();
     let sent = match (&cfg.kafka, published.iter().find(|p| p.dataset == "charts")) {
         (Some(dest), Some(charts)) => {
-            // One message per chart entry, keyed by scope (`global` or a country code).
+            // One message per chart entry, keyed by scope (`global` or a country code), with
+            // the date the files leave to the partition's name.
             let shape = RowMessages {
                 key: "scope".into(),
                 group: false,
-                extra: vec![],
+                extra: vec![("date".into(), cfg.date.to_string().into())],
             };
             Some(publish_dataset(dest, PIPELINE, &charts.dir, None, &shape).await)
         }
@@ -681,6 +683,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// What the history join needs of an earlier chart.
+const HISTORY_COLUMNS: [&str; 5] = ["scope", "song_id", "rank", "peak_rank", "days_on_chart"];
+
 /// Ranks today's top songs per scope and joins each with its latest earlier chart appearance:
 /// that row carries the song's peak and days on chart so far, so only it is needed.
 async fn charts_with_history(
@@ -698,37 +703,40 @@ async fn charts_with_history(
         )?),
     )?;
 
+    // The files hold no `date` (it is the partition's name): each earlier partition is read
+    // with its date added, so history written before or after that rule reads the same.
     let first = cfg.date - Duration::days(cfg.chart_lookback_days as i64);
-    let previous: Vec<String> = common
-        .data_root
-        .list_partitions("charts", "date")
-        .await?
-        .into_iter()
-        .filter(|d| {
-            NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| d < cfg.date && d >= first)
-        })
-        .map(|d| {
-            common.data_root.partition_url(
-                "charts",
-                &Partition {
-                    key: "date",
-                    value: d,
-                },
-            )
-        })
-        .collect();
-    if previous.is_empty() {
-        ctx.register_table(
-            "chart_history",
-            Arc::new(MemTable::try_new(CHARTS.clone(), vec![vec![]])?),
-        )?;
-    } else {
-        let df = ctx
-            .read_parquet(previous, ParquetReadOptions::default())
-            .await?;
-        ctx.register_table("chart_history", df.into_view())?;
+    let mut history: Option<DataFrame> = None;
+    for d in common.data_root.list_partitions("charts", "date").await? {
+        let Ok(day) = NaiveDate::parse_from_str(&d, "%Y-%m-%d") else {
+            continue;
+        };
+        if day >= cfg.date || day < first {
+            continue;
+        }
+        let url = common
+            .data_root
+            .partition_url("charts", &Partition::date(day));
+        let df = engine::read_parquet(ctx, vec![url], &CHARTS, &HISTORY_COLUMNS)
+            .await?
+            .with_column("date", lit(ScalarValue::Date32(Some(time::date32(day)))))?;
+        history = Some(match history {
+            None => df,
+            Some(h) => h.union(df)?,
+        });
     }
-    let date = cfg.date.format("%Y-%m-%d");
+    match history {
+        Some(h) => ctx.register_table("chart_history", h.into_view())?,
+        None => {
+            let mut fields: Vec<Field> = HISTORY_COLUMNS
+                .iter()
+                .map(|c| CHARTS.field_with_name(c).cloned())
+                .collect::<std::result::Result<_, _>>()?;
+            fields.push(Field::new("date", DataType::Date32, false));
+            let empty = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+            ctx.register_table("chart_history", Arc::new(empty))?
+        }
+    };
     let yesterday = (cfg.date - Duration::days(1)).format("%Y-%m-%d");
     let sql = format!(
         "WITH ranked AS ( \
@@ -740,7 +748,7 @@ async fn charts_with_history(
              SELECT scope, song_id, date, rank, peak_rank, days_on_chart, \
                row_number() OVER (PARTITION BY scope, song_id ORDER BY date DESC) AS recency \
              FROM chart_history) WHERE recency = 1) \
-         SELECT CAST('{date}' AS DATE) AS date, r.scope, r.rank, r.song_id, r.artist_id, r.streams, \
+         SELECT r.scope, r.rank, r.song_id, r.artist_id, r.streams, \
            CASE WHEN l.date = CAST('{yesterday}' AS DATE) THEN l.rank END AS prev_rank, \
            CASE WHEN l.date = CAST('{yesterday}' AS DATE) THEN l.rank - r.rank END AS movement, \
            CASE WHEN l.peak_rank IS NOT NULL AND l.peak_rank < r.rank THEN l.peak_rank ELSE r.rank END AS peak_rank, \

@@ -7,7 +7,12 @@
 //! set of users per song, and no second aggregation phase. The totals are indexed by song,
 //! artist and (country, song); their size follows the catalog, not the number of plays.
 //!
-//! How memory stays bounded: plays are buffered as 24-byte rows in `partitions` buckets chosen by
+//! Duplicates: a play_id seen again for the same user is one play (a re-sent export row, a
+//! redelivered event). All of a user's plays are in one bucket, so the bucket's sort by (user,
+//! play_id) finds them; the first by ms_played, song, country and artist is kept (the same one
+//! however the day was spilled), the others are counted in [`Totals::duplicate_plays`].
+//!
+//! How memory stays bounded: plays are buffered as 32-byte rows in `partitions` buckets chosen by
 //! a hash of the user. When the buffer reaches its budget, every bucket is appended to its own
 //! spill file. A bucket is then finished alone (sorted by user, song and country, and walked
 //! once), `threads` buckets at a time; a bucket larger than its share of the budget is first split
@@ -25,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use streampulse_core::schema::STREAM_MIN_MS;
 
@@ -66,31 +71,39 @@ pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Play {
     user: i64,
+    id: i64,
     song: u32,
     artist: u32,
     ms: i32,
     country: u32,
 }
 
-const PLAY_BYTES: usize = 24;
+const PLAY_BYTES: usize = 32;
 
 impl Play {
     fn encode(&self, out: &mut [u8]) {
         out[0..8].copy_from_slice(&self.user.to_le_bytes());
-        out[8..12].copy_from_slice(&self.song.to_le_bytes());
-        out[12..16].copy_from_slice(&self.artist.to_le_bytes());
-        out[16..20].copy_from_slice(&self.ms.to_le_bytes());
-        out[20..24].copy_from_slice(&self.country.to_le_bytes());
+        out[8..16].copy_from_slice(&self.id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.song.to_le_bytes());
+        out[20..24].copy_from_slice(&self.artist.to_le_bytes());
+        out[24..28].copy_from_slice(&self.ms.to_le_bytes());
+        out[28..32].copy_from_slice(&self.country.to_le_bytes());
     }
 
     fn decode(b: &[u8]) -> Play {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let i64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[i..i + 8]);
+            i64::from_le_bytes(v)
+        };
         Play {
-            user: i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-            song: u32_at(8),
-            artist: u32_at(12),
-            ms: u32_at(16) as i32,
-            country: u32_at(20),
+            user: i64_at(0),
+            id: i64_at(8),
+            song: u32_at(16),
+            artist: u32_at(20),
+            ms: u32_at(24) as i32,
+            country: u32_at(28),
         }
     }
 }
@@ -386,6 +399,7 @@ impl Tally {
     /// Adds one batch of plays (columns of equal length).
     pub fn push(
         &mut self,
+        play_id: &[i64],
         user: &[i64],
         song: &[i64],
         artist: &[i64],
@@ -400,6 +414,7 @@ impl Tally {
             let artist = self.artists.index(artist[i])?;
             let play = Play {
                 user: user[i],
+                id: play_id[i],
                 song,
                 artist,
                 ms: ms_played[i],
@@ -624,18 +639,36 @@ struct Scratch {
     countries: IdMap<u64, CountryAcc>,
 }
 
-/// Counts one bucket: its rows sorted by (user, song, country) are walked once; each user's
-/// songs, artists and (country, song) pairs are runs or a handful of entries.
+/// Removes the plays whose (user, play_id) came before, keeping the first by (ms, song,
+/// country, artist) so that the choice does not depend on the input's order; returns how many
+/// it removed. Leaves the rows sorted by user, and each user's by (song, country, artist).
+fn drop_duplicates(rows: &mut Vec<Play>) -> u64 {
+    rows.sort_unstable_by(|a, b| {
+        (a.user, a.id, a.ms, a.song, a.country, a.artist)
+            .cmp(&(b.user, b.id, b.ms, b.song, b.country, b.artist))
+    });
+    let before = rows.len();
+    rows.dedup_by(|later, kept| later.user == kept.user && later.id == kept.id);
+    // A user's plays are a handful: sorting each user's run is cheaper than the whole again.
+    for user in rows.chunk_by_mut(|a, b| a.user == b.user) {
+        user.sort_unstable_by(|a, b| {
+            (a.song, a.country, a.artist).cmp(&(b.song, b.country, b.artist))
+        });
+    }
+    (before - rows.len()) as u64
+}
+
+/// Counts one bucket: duplicates dropped ([`drop_duplicates`]), its rows in (user, song,
+/// country) order are walked once; each user's songs, artists and (country, song) pairs are runs
+/// or a handful of entries.
 fn finish_bucket(
-    rows: &mut [Play],
+    rows: &mut Vec<Play>,
     rules: &Rules,
     artist_ids: &[i64],
     totals: &mut Totals,
     scratch: &mut Scratch,
 ) {
-    rows.sort_unstable_by(|a, b| {
-        (a.user, a.song, a.country, a.artist).cmp(&(b.user, b.song, b.country, b.artist))
-    });
+    totals.duplicates += drop_duplicates(rows);
     let is_stream = |p: &Play| i64::from(p.ms >= STREAM_MIN_MS);
     let mut u = 0;
     while u < rows.len() {
@@ -1005,8 +1038,8 @@ impl Iterator for CountryCandidates {
 }
 
 /// Dense indices in the order of their ids (outputs are sorted by id).
-fn id_order(ids: &[i64]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..ids.len()).collect();
+fn id_order(ids: &[i64], counted: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).filter(|&i| counted(i)).collect();
     order.sort_unstable_by_key(|&i| ids[i]);
     order
 }
@@ -1019,6 +1052,8 @@ pub struct Totals {
     dir: Option<SpillDir>,
     song_ids: Vec<i64>,
     artist_ids: Vec<i64>,
+    /// Plays dropped as repeats of a (user, play_id) already counted.
+    duplicates: u64,
     /// Buckets of the first partitioning, buffer spills and bucket re-splits (for the run record).
     pub buckets: usize,
     pub spills: u32,
@@ -1046,6 +1081,7 @@ impl Totals {
             dir: None,
             song_ids: Vec::new(),
             artist_ids: Vec::new(),
+            duplicates: 0,
             buckets: 0,
             spills: 0,
             splits: 0,
@@ -1053,6 +1089,7 @@ impl Totals {
     }
 
     fn merge(&mut self, other: Totals) {
+        self.duplicates += other.duplicates;
         for (a, b) in self.songs.iter_mut().zip(&other.songs) {
             a.plays += b.plays;
             a.streams += b.streams;
@@ -1070,13 +1107,18 @@ impl Totals {
         }
     }
 
+    /// Plays not counted because the same user's play_id had been counted already.
+    pub fn duplicate_plays(&self) -> u64 {
+        self.duplicates
+    }
+
     /// Songs that the day's plays give two artists: (song_id, smallest, largest artist id).
     pub fn artist_conflicts(&self, limit: usize) -> Vec<(i64, i64, i64)> {
         let mut c: Vec<_> = self
             .songs
             .iter()
             .zip(&self.song_ids)
-            .filter(|(a, _)| a.artist_min != a.artist_max)
+            .filter(|(a, _)| a.plays > 0 && a.artist_min != a.artist_max)
             .map(|(a, &id)| (id, a.artist_min, a.artist_max))
             .collect();
         c.sort_unstable();
@@ -1085,18 +1127,18 @@ impl Totals {
     }
 
     /// `daily_song_counts` rows, by song_id.
-    pub fn song_counts(&self, schema: &SchemaRef, date: i32) -> Result<RecordBatch> {
-        let order = id_order(&self.song_ids);
+    pub fn song_counts(&self, schema: &SchemaRef) -> Result<RecordBatch> {
+        // A song seen only in dropped duplicates has no row.
+        let order = id_order(&self.song_ids, |i| self.songs[i].plays > 0);
         let col = |f: &dyn Fn(&SongAcc) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| f(&self.songs[i])),
             ))
         };
         let columns = vec![
-            Arc::new(Date32Array::from(vec![date; order.len()])) as ArrayRef,
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| self.song_ids[i]),
-            )),
+            )) as ArrayRef,
             col(&|a| a.artist_min),
             col(&|a| a.plays),
             col(&|a| a.streams),
@@ -1107,18 +1149,17 @@ impl Totals {
     }
 
     /// `daily_artist_counts` rows, by artist_id.
-    pub fn artist_counts(&self, schema: &SchemaRef, date: i32) -> Result<RecordBatch> {
-        let order = id_order(&self.artist_ids);
+    pub fn artist_counts(&self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let order = id_order(&self.artist_ids, |i| self.artists[i].plays > 0);
         let col = |f: &dyn Fn(&ArtistAcc) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| f(&self.artists[i])),
             ))
         };
         let columns = vec![
-            Arc::new(Date32Array::from(vec![date; order.len()])) as ArrayRef,
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|&i| self.artist_ids[i]),
-            )),
+            )) as ArrayRef,
             col(&|a| a.plays),
             col(&|a| a.streams),
             col(&|a| a.listeners),
@@ -1129,19 +1170,18 @@ impl Totals {
 
     /// Global chart candidates: (scope, song_id, artist_id, streams, listeners) with capped streams.
     pub fn global_candidates(&self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let n = self.song_ids.len();
+        let counted: Vec<usize> = (0..self.songs.len())
+            .filter(|&i| self.songs[i].plays > 0)
+            .collect();
+        let of = |f: &dyn Fn(usize) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(counted.iter().map(|&i| f(i))))
+        };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec!["global"; n])),
-            Arc::new(Int64Array::from(self.song_ids.clone())),
-            Arc::new(Int64Array::from_iter_values(
-                self.songs.iter().map(|a| a.artist_min),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                self.songs.iter().map(|a| a.chart),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                self.songs.iter().map(|a| a.listeners),
-            )),
+            Arc::new(StringArray::from(vec!["global"; counted.len()])),
+            of(&|i| self.song_ids[i]),
+            of(&|i| self.songs[i].artist_min),
+            of(&|i| self.songs[i].chart),
+            of(&|i| self.songs[i].listeners),
         ];
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
@@ -1199,6 +1239,7 @@ mod tests {
     fn a_play_survives_the_spill_encoding() {
         let p = Play {
             user: -7_000_000_000_123,
+            id: i64::MIN + 3,
             song: 4_000_000_001,
             artist: 17,
             ms: 29_999,
@@ -1306,14 +1347,14 @@ mod tests {
         use arrow::array::AsArray;
         use arrow::datatypes::{Int32Type, Int64Type};
         let mut out = String::new();
-        let songs = t.song_counts(&DAILY_SONG_COUNTS, 0).unwrap();
+        let songs = t.song_counts(&DAILY_SONG_COUNTS).unwrap();
         let col = |b: &RecordBatch, i: usize| b.column(i).as_primitive::<Int64Type>().clone();
         let (id, plays, streams, listeners, ms) = (
-            col(&songs, 1),
+            col(&songs, 0),
+            col(&songs, 2),
             col(&songs, 3),
             col(&songs, 4),
             col(&songs, 5),
-            col(&songs, 6),
         );
         let chart: HashMap<i64, (i64, i64)> = t
             .song_ids
@@ -1323,7 +1364,7 @@ mod tests {
             .collect();
         for r in 0..songs.num_rows() {
             let (c, hi) = chart[&id.value(r)];
-            let lo = col(&songs, 2).value(r);
+            let lo = col(&songs, 1).value(r);
             let v = [
                 plays.value(r),
                 streams.value(r),
@@ -1333,10 +1374,10 @@ mod tests {
             ];
             out += &format!("song {} {lo} {hi} {v:?}\n", id.value(r));
         }
-        let artists = t.artist_counts(&DAILY_ARTIST_COUNTS, 0).unwrap();
+        let artists = t.artist_counts(&DAILY_ARTIST_COUNTS).unwrap();
         for r in 0..artists.num_rows() {
-            let v: Vec<i64> = (2..6).map(|i| col(&artists, i).value(r)).collect();
-            out += &format!("artist {} {v:?}\n", col(&artists, 1).value(r));
+            let v: Vec<i64> = (1..5).map(|i| col(&artists, i).value(r)).collect();
+            out += &format!("artist {} {v:?}\n", col(&artists, 0).value(r));
         }
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
             arrow::datatypes::Field::new("scope", arrow::datatypes::DataType::Int32, false),
@@ -1406,6 +1447,19 @@ mod tests {
         threads: usize,
         cap_counts: bool,
     ) -> Counted {
+        let ids: Vec<i64> = (0..plays.len() as i64).collect();
+        let counted = tally_with_ids(plays, &ids, budget, threads, cap_counts);
+        assert_eq!(counted.duplicates, 0);
+        counted
+    }
+
+    fn tally_with_ids(
+        plays: &[(i64, i64, i64, i32, i32)],
+        ids: &[i64],
+        budget: u64,
+        threads: usize,
+        cap_counts: bool,
+    ) -> Counted {
         let dir = tempfile::tempdir().unwrap();
         let mut t = Tally::new(TallyOptions {
             budget,
@@ -1415,19 +1469,27 @@ mod tests {
             stream_cap: Some(3),
             cap_counts,
         });
-        for chunk in plays.chunks(10_000) {
+        for (chunk, ids) in plays.chunks(10_000).zip(ids.chunks(10_000)) {
             let col =
                 |f: fn(&(i64, i64, i64, i32, i32)) -> i64| chunk.iter().map(f).collect::<Vec<_>>();
             let ms: Vec<i32> = chunk.iter().map(|p| p.3).collect();
             let country: Vec<i32> = chunk.iter().map(|p| p.4).collect();
-            t.push(&col(|p| p.0), &col(|p| p.1), &col(|p| p.2), &ms, &country)
-                .unwrap();
+            t.push(
+                ids,
+                &col(|p| p.0),
+                &col(|p| p.1),
+                &col(|p| p.2),
+                &ms,
+                &country,
+            )
+            .unwrap();
         }
         let mut totals = t.finish().unwrap();
         let conflicts = totals.artist_conflicts(5);
         let spilled = totals.country_entries_spilled();
         let text = shown(&mut totals);
         let shape = (totals.spills, totals.splits, spilled);
+        let duplicates = totals.duplicate_plays();
         drop(totals);
         // Every spill, split and run file is gone.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -1435,14 +1497,52 @@ mod tests {
             text,
             shape,
             conflicts,
+            duplicates,
         }
     }
 
     struct Counted {
+        duplicates: u64,
         text: String,
         /// Buffer spills, bucket re-splits, (country, song) entries spilled.
         shape: (u32, usize, u64),
         conflicts: Vec<(i64, i64, i64)>,
+    }
+
+    #[test]
+    fn a_play_id_seen_again_for_its_user_is_counted_once() {
+        // Every 10th play arrives twice; every 25th a third time with another ms_played and
+        // song (a conflicting re-send: the smallest ms_played is kept); another user reuses a
+        // play_id, which is another play.
+        let mut p = plays(300_000, 11);
+        let mut ids: Vec<i64> = (0..p.len() as i64).collect();
+        let mut kept = p.clone();
+        for i in 0..300_000 {
+            if i % 10 == 0 {
+                p.push(p[i]);
+                ids.push(i as i64);
+            }
+            if i % 25 == 0 {
+                let (user, song, artist, ms, country) = p[i];
+                p.push((user, song + 1, artist, ms + 1, country));
+                ids.push(i as i64);
+            }
+        }
+        let other_user = (p[5].0 + 1_000_000, p[5].1, p[5].2, p[5].3, p[5].4);
+        p.push(other_user);
+        ids.push(5);
+        kept.push(other_user);
+        // Shuffled, so that the copies are in other buckets' chunks and spill files.
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by_key(|&i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let shuffled: Vec<_> = order.iter().map(|&i| p[i]).collect();
+        let shuffled_ids: Vec<_> = order.iter().map(|&i| ids[i]).collect();
+        let want = naive(&kept, 3, false);
+        for (budget, threads) in [(1 << 30, 2), (1 << 20, 3)] {
+            let got = tally_with_ids(&shuffled, &shuffled_ids, budget, threads, false);
+            assert_eq!(got.duplicates, 30_000 + 12_000, "budget {budget}");
+            assert_eq!(got.text, want, "budget {budget}");
+        }
     }
 
     #[test]

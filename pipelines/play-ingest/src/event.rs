@@ -1,5 +1,5 @@
 //! One message of the `plays` topic: a JSON object with the columns of the plays dataset
-//! (DATA.md). `played_at` is the export's text form (`2026-11-26T13:45:12.345Z`) or epoch
+//! (docs/data.md). `played_at` is the export's text form (`2026-11-26T13:45:12.345Z`) or epoch
 //! milliseconds. Unknown fields are ignored, so producers can add fields before we read them.
 //!
 //! The typed parse is the fast path; when it fails, [`diagnose`] walks the object again to name
@@ -94,7 +94,7 @@ impl PlayEvent<'_> {
 
     /// The UTC day of the play, as days since the epoch: the `date=` partition it belongs to.
     pub fn day(&self) -> i32 {
-        self.played_at_ms.div_euclid(86_400_000) as i32
+        streampulse_core::time::day_of_ms(self.played_at_ms)
     }
 }
 
@@ -278,11 +278,7 @@ mod tests {
         let e = decode(GOOD.as_bytes()).unwrap();
         assert_eq!(e.play_id(), 7);
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        assert_eq!(
-            e.day() as i64,
-            day.signed_duration_since(chrono::NaiveDate::default())
-                .num_days()
-        );
+        assert_eq!(e.day(), streampulse_core::time::date32(day));
         let mut b = PlaysBuilder::default();
         b.push(&e);
         let batch = b.finish().unwrap();

@@ -26,8 +26,10 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use streampulse_core::kafka::{client_config, ensure_topics, kafka_error};
 use streampulse_core::location::DataRoot;
+use streampulse_core::location::Partition;
 use streampulse_core::output::writer_properties;
-use streampulse_core::rejects::Reject;
+use streampulse_core::progress::Progress;
+use streampulse_core::rejects::{Reject, RejectSink};
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::PLAYS;
 
@@ -127,10 +129,12 @@ struct Ingest<'a> {
     bytes_in: u64,
     bytes_out: u64,
     dates: std::collections::BTreeSet<i32>,
+    /// Messages and payload bytes consumed, for the person or log watching.
+    progress: Progress,
 }
 
 fn date_of(day: i32) -> NaiveDate {
-    NaiveDate::default() + chrono::Days::new(day.max(0) as u64)
+    streampulse_core::time::from_date32(day).unwrap_or_default()
 }
 
 /// `part-<topic>-p<P>-<first>-<upto>.parquet`; fixed widths keep listings in offset order.
@@ -212,6 +216,7 @@ impl Ingest<'_> {
         st.next_offset = Some(offset + 1);
         let payload = payload.unwrap_or_default();
         self.bytes_in += payload.len() as u64;
+        self.progress.add(1, payload.len() as u64);
         match decode(payload) {
             Ok(event) => {
                 let day = event.day();
@@ -231,8 +236,8 @@ impl Ingest<'_> {
             }
             Err(rejection) => {
                 let day = ts_ms.map_or_else(
-                    || (self.cfg.date - NaiveDate::default()).num_days() as i32,
-                    |ms| ms.div_euclid(86_400_000) as i32,
+                    || streampulse_core::time::date32(self.cfg.date),
+                    streampulse_core::time::day_of_ms,
                 );
                 if st.rejects.is_empty() {
                     st.first_reject_offset = offset;
@@ -309,19 +314,27 @@ impl Ingest<'_> {
                 tracing::debug!(file = %rel, rows = batch.num_rows(), "written");
             }
             if !st.rejects.is_empty() {
-                let mut by_day: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+                // The core's sink, one file per flush and date: named after the offsets like
+                // the Parquet files, so a replayed flush replaces its own file.
+                let name = file_name(&topic, p, st.first_reject_offset, upto, "jsonl")
+                    .replacen("part-", "rejects-", 1);
+                let mut by_day: BTreeMap<i32, RejectSink> = BTreeMap::new();
                 for (day, r) in st.rejects.drain(..) {
-                    let out = by_day.entry(day).or_default();
-                    serde_json::to_writer(&mut *out, &r).map_err(streampulse_core::Error::from)?;
-                    out.push(b'\n');
+                    by_day
+                        .entry(day)
+                        .or_insert_with(|| {
+                            RejectSink::named(
+                                &self.root,
+                                &self.cfg.common.spill_dir,
+                                PIPELINE,
+                                &Partition::date(date_of(day)),
+                                &name,
+                            )
+                        })
+                        .push(&r)?;
                 }
-                for (day, lines) in by_day {
-                    let rel = format!(
-                        "rejects/{PIPELINE}/date={}/{}",
-                        date_of(day).format("%Y-%m-%d"),
-                        file_name(&topic, p, st.first_reject_offset, upto, "jsonl")
-                    );
-                    self.root.put_file(&rel, &lines).await?;
+                for sink in by_day.into_values() {
+                    sink.finish().await?;
                 }
             }
             commits
@@ -396,6 +409,7 @@ pub async fn run(
         held: 0,
         summary: IngestSummary::default(),
         bytes_in: 0,
+        progress: Progress::start("messages", None),
         bytes_out: 0,
         dates: Default::default(),
     };
@@ -464,6 +478,7 @@ pub async fn run(
     }
     ing.drop_revoked(&revoked);
     ing.flush(&consumer).await?;
+    ing.progress.finish();
     consumer.unsubscribe();
 
     let mut summary = ing.summary.clone();
@@ -517,6 +532,6 @@ mod tests {
     fn days_map_to_dates() {
         assert_eq!(date_of(0).to_string(), "1970-01-01");
         let d = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        assert_eq!(date_of((d - NaiveDate::default()).num_days() as i32), d);
+        assert_eq!(date_of(streampulse_core::time::date32(d)), d);
     }
 }

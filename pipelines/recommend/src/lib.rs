@@ -255,7 +255,7 @@ fn to_batch(
 
 /// Counters of the scoring loop.
 #[derive(Debug, Default)]
-struct Progress {
+struct Counters {
     users_read: u64,
     users: u64,
     rows: u64,
@@ -263,8 +263,8 @@ struct Progress {
     score_seconds: f64,
 }
 
-/// Streams the users, scores them in parallel rounds and sends the output batches. Returns
-/// `Err(NotSorted)` when exclusions need ascending users and the input is not.
+/// Streams the users, scores them in parallel rounds and sends the output batches. A user's
+/// second feature row is rejected. Returns `Err(NotSorted)` when the users are not ascending.
 #[allow(clippy::too_many_arguments)]
 async fn score_users(
     cfg: &Config,
@@ -276,8 +276,9 @@ async fn score_users(
     pool: &rayon::ThreadPool,
     rejects: &mut RejectSink,
     out: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
-) -> Result<Progress> {
-    let mut progress = Progress::default();
+) -> Result<Counters> {
+    let mut progress = Counters::default();
+    let watch = streampulse_core::progress::Progress::start("users", None);
     let mut last_user: Option<i64> = None;
     let mut round: Vec<Block> = Vec::new();
     let mut block = Block::default();
@@ -288,6 +289,7 @@ async fn score_users(
             Some(batch) => {
                 let first_line = progress.users_read;
                 progress.users_read += batch.num_rows() as u64;
+                watch.add(batch.num_rows() as u64, 0);
                 for (row, user, vector) in
                     vectors::usable_users(&batch, dim, users_url, first_line, rejects)?
                 {
@@ -302,7 +304,10 @@ async fn score_users(
                             })?;
                             continue;
                         }
-                        if user < last && exclusions.is_some() {
+                        // Out of order: a repeat of this user may be anywhere, and the
+                        // exclusions are merged in user order; start again on sorted input,
+                        // where a repeat is the row just before.
+                        if user < last {
                             return Err(Error::NotSorted {
                                 input: users_url.to_string(),
                                 key: "user_id",
@@ -360,6 +365,7 @@ async fn score_users(
             }
         }
     }
+    watch.finish();
     Ok(progress)
 }
 
@@ -483,6 +489,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.rows_in = users_in + catalog.len() as u64;
     meter.rows_out = staged.rows;
     meter.rows_rejected = rejected;
+    meter.bytes_in = engine::parquet_bytes(&ctx, &[songs_url.clone(), users_url.clone()]).await?
+        + engine::parquet_bytes(&ctx, &plays).await?;
     meter.bytes_out = staged.bytes;
     meter.set("users_scored", progress.users);
     meter.set("songs", catalog.len() as u64);

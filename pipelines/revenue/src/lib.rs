@@ -1,5 +1,5 @@
 //! Pipeline D, `revenue`: one month's subscription revenue attributed to songs, artists and
-//! labels, to the minor unit, by the rules of DATA.md.
+//! labels, to the minor unit, by the rules of docs/data.md.
 //!
 //! * Subscription revenue of the month: `monthly_price x active_days / days_in_month`, rounded
 //!   half to even to the currency's minor unit ([`streampulse_core::money`]).
@@ -35,6 +35,7 @@ use streampulse_core::money::{
     MONEY_SCALE, allocate, div_round_half_even, minor_to_decimal, minor_unit_digits,
 };
 use streampulse_core::output::{StagedPartition, write_partition};
+use streampulse_core::progress::Progress;
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::{
     PLAYS, REVENUE_BY_ARTIST, REVENUE_BY_LABEL, REVENUE_BY_SONG, REVENUE_RECONCILIATION, SONGS,
@@ -191,13 +192,12 @@ impl Month {
     pub fn label(&self) -> String {
         self.first.format("%Y-%m").to_string()
     }
-    fn day_number(d: NaiveDate) -> i32 {
-        (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(d)).num_days() as i32
-    }
     /// Days of the month within `[start, end)` (end `None`: still active).
     pub fn active_days(&self, start: i32, end: Option<i32>) -> i64 {
-        let lo = start.max(Self::day_number(self.first));
-        let hi = end.unwrap_or(i32::MAX).min(Self::day_number(self.next));
+        let lo = start.max(streampulse_core::time::date32(self.first));
+        let hi = end
+            .unwrap_or(i32::MAX)
+            .min(streampulse_core::time::date32(self.next));
         (hi - lo).max(0) as i64
     }
 }
@@ -585,7 +585,9 @@ async fn pro_rata(
         songs.clear();
         streams_of.clear();
     };
+    let watch = Progress::start("market-song rows", None);
     while let Some(b) = stream.next().await.transpose()? {
+        watch.add(b.num_rows() as u64, 0);
         let (country, currency) = (
             b.column(0).as_string_view_or_utf8()?,
             b.column(1).as_string_view_or_utf8()?,
@@ -648,7 +650,9 @@ async fn user_centric(
         songs.clear();
         streams_of.clear();
     };
+    let watch = Progress::start("subscription-song rows", None);
     while let Some(b) = stream.next().await.transpose()? {
+        watch.add(b.num_rows() as u64, 0);
         let id = b.column(0).as_primitive::<Int64Type>();
         let (country, currency) = (
             b.column(1).as_string_view_or_utf8()?,
@@ -713,7 +717,6 @@ fn money_array(values: Vec<i128>) -> Result<Decimal128Array> {
 
 /// Rows of a `revenue_by_*` dataset from per-(market, key) totals, sorted by market then key.
 fn by_key(
-    month: &str,
     schema: &SchemaRef,
     totals: &BTreeMap<(Market, i64), (i64, i128)>,
 ) -> Result<RecordBatch> {
@@ -735,7 +738,6 @@ fn by_key(
     Ok(RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(StringArray::from(vec![month; n])),
             Arc::new(StringArray::from(country)),
             Arc::new(StringArray::from(currency)),
             Arc::new(Int64Array::from(key)),
@@ -866,6 +868,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let subs = snapshot(cfg, &cfg.subscriptions, "subscriptions", last_day).await?;
     let songs = snapshot(cfg, &cfg.songs, "songs", last_day).await?;
     tracing::info!(month = %label, plays = plays.len(), %subs, %songs, "inputs");
+    meter.bytes_in = engine::parquet_bytes(&ctx, &[subs.clone(), songs.clone()]).await?
+        + engine::parquet_bytes(&ctx, &plays).await?;
     // Each input in the contract's types whoever wrote it: a `decimal(18,2)` price read as our
     // scale-6 raw integer would make every pool 10,000x too small.
     let subs_df = engine::read_parquet(
@@ -982,7 +986,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let reconciliation = RecordBatch::try_new(
         REVENUE_RECONCILIATION.clone(),
         vec![
-            Arc::new(StringArray::from(vec![label.as_str(); markets])),
             Arc::new(StringArray::from(r_country)),
             Arc::new(StringArray::from(r_currency)),
             Arc::new(money_array(r_pool)?),
@@ -1002,7 +1005,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "revenue_by_song",
             &partition,
             &REVENUE_BY_SONG,
-            by_key(&label, &REVENUE_BY_SONG, &by_song)?,
+            by_key(&REVENUE_BY_SONG, &by_song)?,
         )
         .await?,
         stage(
@@ -1010,7 +1013,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "revenue_by_artist",
             &partition,
             &REVENUE_BY_ARTIST,
-            by_key(&label, &REVENUE_BY_ARTIST, &by_artist)?,
+            by_key(&REVENUE_BY_ARTIST, &by_artist)?,
         )
         .await?,
         stage(
@@ -1018,7 +1021,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "revenue_by_label",
             &partition,
             &REVENUE_BY_LABEL,
-            by_key(&label, &REVENUE_BY_LABEL, &by_label)?,
+            by_key(&REVENUE_BY_LABEL, &by_label)?,
         )
         .await?,
         stage(

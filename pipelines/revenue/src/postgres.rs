@@ -236,7 +236,7 @@ impl Columns {
                 (Builder::Date32(b), Some(v)) => {
                     let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
                         .map_err(|_| bad("a date", v))?;
-                    b.append_value((d - chrono::NaiveDate::default()).num_days() as i32)
+                    b.append_value(streampulse_core::time::date32(d))
                 }
                 (Builder::Decimal(b, _), None) => b.append_null(),
                 (Builder::Decimal(b, scale), Some(v)) => {
@@ -266,25 +266,10 @@ impl Columns {
     }
 }
 
-/// `-12.345` at scale 6 → -12345000; more fractional digits than the scale is an error (we
-/// never round silently).
+/// A decimal the database sent as text, at the column's scale: exact or none (the core's one
+/// parser: more fractional digits than the scale is an error, never a rounding).
 fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if frac.len() > scale as usize && frac[scale as usize..].bytes().any(|b| b != b'0') {
-        return None;
-    }
-    let mut v: i128 = int.parse().ok()?;
-    for i in 0..scale as usize {
-        let d = frac.as_bytes().get(i).map_or(Some(0), |b| {
-            b.is_ascii_digit().then(|| i128::from(b - b'0'))
-        })?;
-        v = v.checked_mul(10)?.checked_add(d)?;
-    }
-    Some(if neg { -v } else { v })
+    streampulse_core::conform::parse_decimal(s, i32::from(scale)).ok()
 }
 
 /// Appends `batch` in COPY text format: tab-separated, `\N` for null, strings escaped.

@@ -22,12 +22,18 @@ struct Row {
 fn chart(root: &std::path::Path, date: &str, scope: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     for b in read(root, "charts", date) {
-        let s = b.column(1).as_string::<i32>();
-        let i32c = |i: usize| b.column(i).as_primitive::<Int32Type>().clone();
-        let (rank, prev, mv, peak, days) = (i32c(2), i32c(6), i32c(7), i32c(8), i32c(9));
-        let song = b.column(3).as_primitive::<Int64Type>();
-        let streams = b.column(5).as_primitive::<Int64Type>();
-        let (new, re) = (b.column(10).as_boolean(), b.column(11).as_boolean());
+        let s = b["scope"].as_string::<i32>();
+        let i32c = |name: &str| b[name].as_primitive::<Int32Type>().clone();
+        let (rank, prev, mv, peak, days) = (
+            i32c("rank"),
+            i32c("prev_rank"),
+            i32c("movement"),
+            i32c("peak_rank"),
+            i32c("days_on_chart"),
+        );
+        let song = b["song_id"].as_primitive::<Int64Type>();
+        let streams = b["streams"].as_primitive::<Int64Type>();
+        let (new, re) = (b["is_new"].as_boolean(), b["is_reentry"].as_boolean());
         for r in 0..b.num_rows() {
             if s.value(r) != scope {
                 continue;
@@ -185,8 +191,8 @@ async fn ties_break_by_listeners_then_song_id_and_the_cap_limits_heavy_users() {
 
     // Counts are not capped by default...
     let counts = read(root, "daily_song_counts", "2026-11-26");
-    let song = counts[0].column(1).as_primitive::<Int64Type>();
-    let streams = counts[0].column(4).as_primitive::<Int64Type>();
+    let song = counts[0]["song_id"].as_primitive::<Int64Type>();
+    let streams = counts[0]["streams"].as_primitive::<Int64Type>();
     let row = (0..song.len()).find(|&i| song.value(i) == 7).unwrap();
     assert_eq!(streams.value(row), 40);
     // ...unless asked, and without a cap the heavy user tops the chart.
@@ -194,7 +200,7 @@ async fn ties_break_by_listeners_then_song_id_and_the_cap_limits_heavy_users() {
         .await
         .unwrap();
     let counts = read(root, "daily_song_counts", "2026-11-26");
-    let streams = counts[0].column(4).as_primitive::<Int64Type>();
+    let streams = counts[0]["streams"].as_primitive::<Int64Type>();
     assert_eq!(streams.value(row), 10);
     run_day(
         root,

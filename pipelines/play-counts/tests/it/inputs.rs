@@ -5,7 +5,7 @@ use arrow::datatypes::Int64Type;
 use streampulse_core::exit::ExitCode;
 use streampulse_core::rejects::Reject;
 
-use crate::{play, read, run_day};
+use crate::{HEADER, play, read, run_day};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_day_is_midnight_to_midnight_utc_and_bad_rows_are_kept() {
@@ -26,10 +26,16 @@ async fn the_day_is_midnight_to_midnight_utc_and_bad_rows_are_kept() {
     assert_eq!((outcome.song_rows, outcome.artist_rows), (1, 1));
 
     let b = &read(root, "daily_song_counts", "2026-11-26")[0];
-    let col = |i: usize| b.column(i).as_primitive::<Int64Type>().value(0);
-    // song_id, artist_id, plays, streams, listeners, ms_played
+    let col = |name: &str| b[name].as_primitive::<Int64Type>().value(0);
     assert_eq!(
-        (col(1), col(2), col(3), col(4), col(5), col(6)),
+        (
+            col("song_id"),
+            col("artist_id"),
+            col("plays"),
+            col("streams"),
+            col("listeners"),
+            col("ms_played")
+        ),
         (5, 50, 3, 2, 2, 40_000 + 29_999 + 30_000)
     );
 
@@ -150,7 +156,7 @@ async fn run_root(root: &std::path::Path, extra: &[&str]) -> play_counts::Outcom
 /// Plays of the one song counted on 2026-11-26.
 fn plays_of_the_song(root: &std::path::Path) -> i64 {
     let b = &read(root, "daily_song_counts", "2026-11-26")[0];
-    b.column(3).as_primitive::<Int64Type>().value(0)
+    b["plays"].as_primitive::<Int64Type>().value(0)
 }
 
 /// The export of the day under the data root, gzip-compressed, and an empty plays partition
@@ -159,7 +165,7 @@ fn plays_of_the_song(root: &std::path::Path) -> i64 {
 async fn a_gzip_export_is_read_and_an_empty_partition_does_not_hide_it() {
     use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
-    let mut day = crate::HEADER.to_string();
+    let mut day = HEADER.to_string();
     day += &play(1, 1, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
     day += &play(2, 2, 5, "2026-11-26T11:00:00.000Z", 40_000, "US");
     std::fs::create_dir_all(tmp.path().join("exports")).unwrap();
@@ -185,6 +191,7 @@ async fn bad_values_in_a_parquet_partition_are_rejected_not_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let noon = 1_795_694_400_000_000i64; // 2026-11-26T12:00:00Z in µs
     let schema = Arc::new(Schema::new(vec![
+        Field::new("play_id", DataType::Int32, true),
         Field::new("user_id", DataType::Int32, true),
         Field::new("song_id", DataType::Int32, true),
         Field::new("artist_id", DataType::Int32, true),
@@ -199,6 +206,7 @@ async fn bad_values_in_a_parquet_partition_are_rejected_not_counted() {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
+            Arc::new(Int32Array::from(vec![11, 12, 13, 14, 15])),
             Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5])),
             Arc::new(Int32Array::from(vec![5, 5, 5, 5, 5])),
             Arc::new(Int32Array::from(vec![50, 50, 50, 50, 50])),
@@ -251,5 +259,37 @@ async fn bad_values_in_a_parquet_partition_are_rejected_not_counted() {
                 "not an ISO 3166 alpha-2 country code (two capital letters)"
             ),
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_sent_twice_is_counted_once_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut day = String::new();
+    day += &play(1, 7, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
+    day += &play(2, 7, 5, "2026-11-26T11:00:00.000Z", 40_000, "US");
+    // The export repeats play 1 (same row), and play 2 with another duration: one play each.
+    day += &play(1, 7, 5, "2026-11-26T10:00:00.000Z", 40_000, "US");
+    day += &play(2, 7, 5, "2026-11-26T11:00:00.000Z", 50_000, "US");
+    // Another user's play 1 is another play.
+    day += &play(1, 8, 5, "2026-11-26T10:00:00.000Z", 10_000, "US");
+    let input = root.join("plays-2026-11-26.csv");
+    std::fs::write(&input, format!("{HEADER}{day}")).unwrap();
+    let mut meter = streampulse_core::run_record::RunMeter::start("play-counts", "2026-11-26");
+    let cfg = cfg_for(root, &["--input", &input.display().to_string()]);
+    play_counts::run(&cfg, &mut meter).await.unwrap();
+    assert_eq!(meter.extra["duplicate_plays"], 2);
+    let b = &read(root, "daily_song_counts", "2026-11-26")[0];
+    let col = |name: &str| b[name].as_primitive::<Int64Type>().value(0);
+    // Plays 1 and 2 of user 7 (the 40 s copy of play 2 kept) and play 1 of user 8.
+    assert_eq!(
+        (
+            col("plays"),
+            col("streams"),
+            col("listeners"),
+            col("ms_played")
+        ),
+        (3, 2, 1, 40_000 + 40_000 + 10_000)
     );
 }

@@ -194,7 +194,15 @@ fn rejects(root: &Path) -> Vec<serde_json::Value> {
         return out;
     };
     for d in dates.flatten() {
+        let date = d.file_name().into_string().unwrap();
+        assert!(date.starts_with("date=20"), "{date}");
         for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            // Every pipeline's layout: rejects[-<part>].jsonl in the date's directory.
+            let name = f.file_name().into_string().unwrap();
+            assert!(
+                name.starts_with("rejects-") && name.contains("-p0") && name.ends_with(".jsonl"),
+                "{date}/{name}"
+            );
             let text = std::fs::read_to_string(f.path()).unwrap();
             out.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
         }

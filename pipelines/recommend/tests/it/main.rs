@@ -391,6 +391,47 @@ async fn unsorted_users_with_exclusions_are_sorted_first_and_give_the_same_rows(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_given_twice_gets_one_list_and_the_repeat_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let songs = vector_batch(
+        vec![Some(10), Some(20), Some(30)],
+        vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+        2,
+        "embedding",
+    );
+    write(
+        &dir.path()
+            .join(format!("song_embeddings/date={DATE}/part-0.parquet")),
+        &songs,
+    );
+    // User 7 twice, far apart and with other features the second time, in unsorted input and
+    // with no exclusions (which used to skip the sort that makes repeats adjacent).
+    let users = vector_batch(
+        vec![Some(7), Some(3), Some(9), Some(1), Some(7)],
+        vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 3.0],
+        2,
+        "features",
+    );
+    write(
+        &dir.path()
+            .join(format!("user_features/date={DATE}/part-0.parquet")),
+        &users,
+    );
+    let outcome = recommend(dir.path(), &["--k", "2", "--max-reject-share", "0.5"])
+        .await
+        .unwrap();
+    let got = recommendations(dir.path());
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 3, 7, 9]);
+    assert!(got.values().all(|list| list.len() == 2), "{got:?}");
+    let rejects = std::fs::read_to_string(outcome.rejects.unwrap()).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert!(
+        rejects.contains("user 7 has more than one feature row"),
+        "{rejects}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_users_list_goes_to_kafka_as_one_message_keyed_by_user() {
     let Some(b) = streampulse_testkit::kafka::broker() else {
         return;

@@ -186,14 +186,16 @@ fn amounts(root: &Path, dataset: &str) -> BTreeMap<(String, i64), (i64, i128)> {
         {
             let b = b.unwrap();
             let (country, currency) = (
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_string::<i32>(),
+                b["country"].as_string::<i32>(),
+                b["currency"].as_string::<i32>(),
             );
+            // The dataset's key (song_id, artist_id or label_id) is the one column before streams.
             let (key, streams) = (
-                b.column(3).as_primitive::<Int64Type>(),
-                b.column(4).as_primitive::<Int64Type>(),
+                b.column(b.schema().index_of("streams").unwrap() - 1)
+                    .as_primitive::<Int64Type>(),
+                b["streams"].as_primitive::<Int64Type>(),
             );
-            let amount = b.column(5).as_primitive::<Decimal128Type>();
+            let amount = b["amount"].as_primitive::<Decimal128Type>();
             for i in 0..b.num_rows() {
                 let unit = 10i128.pow(
                     6 - streampulse_core::money::minor_unit_digits(currency.value(i)).unwrap(),
@@ -216,14 +218,22 @@ fn reconciliation(root: &Path) -> BTreeMap<String, [i128; 4]> {
     for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap() {
         let b = b.unwrap();
         let (country, currency) = (
-            b.column(1).as_string::<i32>(),
-            b.column(2).as_string::<i32>(),
+            b["country"].as_string::<i32>(),
+            b["currency"].as_string::<i32>(),
         );
         for i in 0..b.num_rows() {
             let unit = 10i128
                 .pow(6 - streampulse_core::money::minor_unit_digits(currency.value(i)).unwrap());
-            let v = |c: usize| b.column(c).as_primitive::<Decimal128Type>().value(i) / unit;
-            out.insert(country.value(i).to_string(), [v(3), v(4), v(5), v(6)]);
+            let v = |c: &str| b[c].as_primitive::<Decimal128Type>().value(i) / unit;
+            out.insert(
+                country.value(i).to_string(),
+                [
+                    v("pool"),
+                    v("attributed"),
+                    v("unattributed"),
+                    v("difference"),
+                ],
+            );
         }
     }
     out
