@@ -10,8 +10,9 @@ COPY pipelines pipelines
 # The catalog migrations and the topic definitions are compiled in (sqlx::migrate!, include_str!).
 COPY shared shared
 # rdkafka builds its vendored librdkafka 2.12 with the image's gcc, make and perl (Debian's
-# librdkafka is too old to link against); zlib for its compression codecs.
-RUN apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*
+# librdkafka is too old to link against); zlib for its compression codecs; protoc for the Spark
+# Connect client's generated protocol.
+RUN apt-get update && apt-get install -y --no-install-recommends zlib1g-dev protobuf-compiler && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile dist --workspace --exclude streampulse-fuzz --locked \

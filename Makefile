@@ -8,8 +8,11 @@ DATA ?= ./data
 DEMO_DATE ?= 2026-11-26
 # One profile for everything (tests included), so DataFusion is compiled once.
 CARGO_FLAGS := --release --workspace --exclude streampulse-fuzz --locked
+# The Spark Connect client's protocol crate compiles .proto files at build time: every cargo
+# command below finds (or installs) protoc first.
+export PROTOC ?= $(shell scripts/protoc.sh)
 
-.PHONY: all build run fuzz test test-rust test-e2e test-dags test-compose bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest lint fmt clean
+.PHONY: all build run fuzz test test-rust test-e2e test-dags test-compose bench bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest bench-spark lint fmt clean
 
 all: build
 
@@ -69,7 +72,8 @@ test-e2e: build
 	  && $$PY tests/e2e/readers_open_outputs.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN)
+	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN) \
+	  && scripts/with-spark.sh $$PY tests/e2e/spark_engine.py --bin-dir $(BIN)
 
 # The compose file, rendered and checked by docker-compose (Debian's client; no engine needed).
 test-compose:
@@ -79,7 +83,7 @@ test-compose:
 test-dags:
 	@PY=$$(scripts/airflow-env.sh) && $$PY tests/dags/test_streampulse_daily.py
 
-bench: bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest
+bench: bench-play-counts bench-ab bench-recommend bench-revenue bench-metadata-sync bench-play-ingest bench-spark
 
 bench-play-counts: build
 	bench/play_counts.sh
@@ -92,6 +96,9 @@ bench-recommend: build
 
 bench-revenue: build
 	bench/revenue.sh
+
+bench-spark: build
+	bench/spark_engine.sh
 
 bench-metadata-sync: build
 	bench/metadata_sync.sh

@@ -27,6 +27,14 @@ One definition, two runtimes, chosen when the file is parsed by the Variable
       Variable `streampulse_api_token` and the Connection `streampulse_catalog`, rendered at run
       time and registered with Airflow's secrets masker (never logged or shown unmasked), and the
       JSON XCom file is read through the provider's own copy-from-container code.
+The engine of play_counts and revenue, read when the file is parsed from the Variable
+`streampulse_engine`:
+  "embedded" (default): the aggregations run inside the container.
+  "spark": they run on a Spark cluster through Spark Connect (`--engine spark`): the remote
+      (`sc://HOST:PORT/;token=...`, a secret) comes from the Kubernetes Secret's key
+      `spark-remote` (kubernetes) or the Variable `streampulse_spark_remote` (docker, masked), and
+      the Variable `streampulse_spark_path_prefix` (such as `s3://=s3a://`), when set, maps the
+      data root's paths to the cluster's names for them. The cluster must reach the data root.
 Other Variables: `streampulse_image`, `streampulse_data_root`, `streampulse_memory_limit`,
 `streampulse_api_url`, `streampulse_kafka_brokers`, `streampulse_namespace`,
 `streampulse_cpus` (Kubernetes: CPU request and SP_THREADS).
@@ -87,6 +95,7 @@ ENVIRONMENT = {
 SECRETS = {
     "SP_API_TOKEN": ("{{ var.value.get('streampulse_api_token', '') }}", "api-token"),
     "SP_DATABASE_URL": ("{{ conn.streampulse_catalog.get_uri() }}", "database-url"),
+    "SP_SPARK_REMOTE": ("{{ var.value.get('streampulse_spark_remote', '') }}", "spark-remote"),
 }
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
@@ -268,6 +277,24 @@ if OPERATOR_KIND not in OPERATORS:
 Pipeline = OPERATORS[OPERATOR_KIND]
 
 
+def engine_settings():
+    """play_counts' and revenue's engine flags and secrets, from the Variables read at parse time (the remote,
+    a secret, is only ever a secret reference here)."""
+    engine = Variable.get("streampulse_engine", default="embedded")
+    if engine == "embedded":
+        return {}
+    if engine != "spark":
+        raise ValueError(f"Variable streampulse_engine={engine!r}: expected 'embedded' or 'spark'")
+    environment = {"SP_ENGINE": "spark"}
+    prefix = Variable.get("streampulse_spark_path_prefix", default="")
+    if prefix:
+        environment["SP_SPARK_PATH_PREFIX"] = prefix
+    return {"environment": environment, "secret_env": ["SP_SPARK_REMOTE"]}
+
+
+ENGINE = engine_settings()
+
+
 @task
 def recommend_shards(ds=None):
     """recommend's commands, one per shard: mapped arguments are not templated, so the logical
@@ -310,7 +337,7 @@ with DAG(
         environment={"SP_KAFKA_BROKERS": "{{ var.value.get('streampulse_kafka_brokers', 'kafka:9092') }}"},
     )
     play_counts = Pipeline(task_id="play_counts", command=["play-counts", "--date", "{{ ds }}"],
-                           trigger_rule="none_failed")
+                           trigger_rule="none_failed", **ENGINE)
     recommend = Pipeline.partial(task_id="recommend").expand(command=recommend_shards())
     ab_analytics = Pipeline(task_id="ab_analytics", command=["ab-analytics", "--date", "{{ ds }}"])
     first_of_month = ShortCircuitOperator(
@@ -322,6 +349,7 @@ with DAG(
     revenue = Pipeline(
         task_id="revenue",
         command=["revenue", "--month", "{{ macros.ds_format(macros.ds_add(ds, -1), '%Y-%m-%d', '%Y-%m') }}"],
+        **ENGINE,
     )
     plays_from_kafka >> play_ingest >> play_counts
     metadata_sync >> play_counts >> [recommend, ab_analytics, first_of_month]

@@ -9,7 +9,8 @@
 #   - the one-shot init-data (root) gives ./data to uid 10001, and every service writing
 #     ./data waits for it (service_completed_successfully);
 #   - revenue's month falls back to SP_DATE's in the container's sh: one `$` for the shell after
-#     compose's unescaping, checked by running the rendered command against a stub `revenue`.
+#     compose's unescaping, checked by running the rendered command against a stub `revenue`;
+#   - the cluster profile's Spark Connect server, and the --engine spark services sent to it.
 # Without the `docker-compose` client: installed with apt-get when running as root, else the
 # check is skipped (exit 0). Exit 1 when the file is invalid or an assertion fails.
 set -euo pipefail
@@ -176,6 +177,25 @@ if [ -n "$line" ]; then
     if [ "$got" = "$expect" ]; then ok "with $vars: revenue $got"; else fail "with $vars: revenue '$got', expected '$expect'"; fi
   done
 fi
+
+# 6. The cluster profile: a Spark Connect server on spark:15002, the root at the pipelines' /data,
+#    and play-counts-spark / revenue-spark sent to it once it is healthy.
+spark="$(block spark)"
+if grep -q 'spark.connect.grpc.binding.port=15002' <<<"$spark" && grep -q 'SPARK_NO_DAEMONIZE' <<<"$spark" \
+  && grep -Eq '(target: /data|:/data)' <<<"$spark" && grep -q 'healthcheck:' <<<"$spark"; then
+  ok "spark serves Spark Connect on 15002 in the foreground, ./data at /data, with a healthcheck"
+else
+  fail "spark: no Connect server on 15002 (foreground, ./data at /data, healthcheck)"
+fi
+for svc in play-counts-spark revenue-spark; do
+  b="$(block "$svc")"
+  if grep -q 'SP_ENGINE: spark' <<<"$b" && grep -q 'SP_SPARK_REMOTE: sc://spark:15002' <<<"$b" \
+    && grep -A1 '^      spark:' <<<"$b" | grep -q service_healthy; then
+    ok "$svc runs --engine spark against sc://spark:15002 once spark is healthy"
+  else
+    fail "$svc is not pointed at a healthy spark (SP_ENGINE, SP_SPARK_REMOTE, depends_on)"
+  fi
+done
 
 if [ "$failures" -gt 0 ]; then
   echo "$failures check(s) failed"

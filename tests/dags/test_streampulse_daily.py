@@ -310,6 +310,56 @@ def main():
           == ["10240Mi", "2560Mi", "768Mi", "1943Mi"],
           [module.pod_memory(b) for b in ["8GiB", "2GiB", "256MiB", "1.5GB"]])
 
+    # -- the engine of play_counts: Variables read at parse time ------------------------------
+    def k8s_env(task):
+        # A dict until the operator renders it into V1EnvVar objects.
+        env = task.env_vars or {}
+        return dict(env) if isinstance(env, dict) else {e.name: e.value for e in env}
+
+    def k8s_secrets(task):
+        return {(sec.deploy_target, sec.key) for sec in (task.secrets or [])}
+
+    check("embedded by default: play_counts gets no engine flag and no Spark secret",
+          "SP_ENGINE" not in k8s_env(tasks["play_counts"])
+          and ("SP_SPARK_REMOTE", "spark-remote") not in k8s_secrets(tasks["play_counts"])
+          and "SP_SPARK_REMOTE" not in (getattr(docker_tasks["play_counts"], "_private_environment", None) or {}))
+    variables(streampulse_engine="spark", streampulse_spark_path_prefix="s3://=s3a://")
+    spark_bag, spark_docker_bag = load(), load("docker")
+    variables(streampulse_engine="mapreduce")
+    bad_engine = load()
+    variables(streampulse_engine=None, streampulse_spark_path_prefix=None)
+    check("streampulse_engine=spark imports for both kinds",
+          not spark_bag.import_errors and not spark_docker_bag.import_errors,
+          str(spark_bag.import_errors or spark_docker_bag.import_errors))
+    check("an unknown streampulse_engine is an import error",
+          bad_engine.import_errors and "streampulse_engine" in str(bad_engine.import_errors),
+          str(bad_engine.import_errors))
+    if not spark_bag.import_errors and not spark_docker_bag.import_errors:
+        spark_tasks = {t.task_id: t for t in spark_bag.dags["streampulse_daily"].tasks}
+        spark_docker = {t.task_id: t for t in spark_docker_bag.dags["streampulse_daily"].tasks}
+        env = k8s_env(spark_tasks["play_counts"])
+        revenue_env = k8s_env(spark_tasks["revenue"])
+        check("kubernetes, spark: play_counts and revenue run --engine spark with the path mapping",
+              env.get("SP_ENGINE") == "spark" and env.get("SP_SPARK_PATH_PREFIX") == "s3://=s3a://"
+              and revenue_env.get("SP_ENGINE") == "spark"
+              and ("SP_SPARK_REMOTE", "spark-remote") in k8s_secrets(spark_tasks["revenue"]), str(env))
+        check("kubernetes, spark: the remote (it holds the token) comes from the Secret's key spark-remote",
+              ("SP_SPARK_REMOTE", "spark-remote") in k8s_secrets(spark_tasks["play_counts"])
+              and "SP_SPARK_REMOTE" not in env, str(k8s_secrets(spark_tasks["play_counts"])))
+        private = getattr(spark_docker["play_counts"], "_private_environment", None) or {}
+        check("docker, spark: the remote is a private (masked) environment variable from a Variable",
+              "streampulse_spark_remote" in private.get("SP_SPARK_REMOTE", "")
+              and spark_docker["play_counts"].environment.get("SP_ENGINE") == "spark"
+              and "SP_SPARK_REMOTE" not in spark_docker["play_counts"].environment, str(private))
+        others = [t for t in PIPELINES if t not in ("play_counts", "revenue")]
+        check("spark: no other task gets the engine or the Spark secret",
+              all("SP_ENGINE" not in k8s_env(spark_tasks[t].unmap({"command": ["recommend"]})
+                                             if spark_tasks[t].is_mapped else spark_tasks[t])
+                  for t in others)
+              and all(("SP_SPARK_REMOTE", "spark-remote") not in k8s_secrets(
+                  spark_tasks[t].unmap({"command": ["recommend"]}) if spark_tasks[t].is_mapped else spark_tasks[t])
+                  for t in others))
+
     # -- a Docker run: kafka plays, 3 shards, the first of December ------------------------
     from airflow.providers.docker.hooks import docker as docker_hook
     from airflow.sdk.log import redact

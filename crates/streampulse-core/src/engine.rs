@@ -145,8 +145,9 @@ pub async fn read_parquet(
     Ok(ctx.read_table(Arc::new(table))?)
 }
 
-/// The Parquet files of `url` (a file, or a directory listed recursively), as URLs.
-async fn parquet_files(ctx: &SessionContext, url: &str) -> Result<Vec<String>> {
+/// The Parquet files of `url` (a file, or a directory listed recursively), as URLs: the files
+/// every reader here reads (the embedded engine's scans, the Spark engine's per-file reads).
+pub async fn parquet_files(ctx: &SessionContext, url: &str) -> Result<Vec<String>> {
     Ok(parquet_objects(ctx, url)
         .await?
         .into_iter()

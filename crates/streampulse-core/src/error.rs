@@ -79,6 +79,15 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
 
+    /// A remote query engine (a Spark Connect server), with what went wrong as a
+    /// [`RemoteFailure`]. The message never carries the connection's parameters (a token).
+    #[error("{engine} at {endpoint}: {message}")]
+    Remote {
+        engine: String,
+        endpoint: String,
+        failure: RemoteFailure,
+        message: String,
+    },
     // --- libraries: usually a bug or a resource problem ---------------------------------------------
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -126,8 +135,30 @@ impl Error {
             Error::Parquet(e) => cause_exit_code(e),
             Error::Json(e) => cause_exit_code(e),
             Error::Internal(_) => ExitCode::Internal,
+            Error::Remote { failure, .. } => match failure {
+                RemoteFailure::Unavailable => ExitCode::Unavailable,
+                RemoteFailure::Lost => ExitCode::TempFail,
+                RemoteFailure::BadInput => ExitCode::DataErr,
+                RemoteFailure::Config => ExitCode::Usage,
+                RemoteFailure::Internal => ExitCode::Internal,
+            },
         }
     }
+}
+
+/// What went wrong with a remote engine, as the caller must act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFailure {
+    /// Not reachable, or it refused our credentials: 69.
+    Unavailable,
+    /// The session or the connection was lost in the middle of a job: 75, worth a retry.
+    Lost,
+    /// The engine rejected a value of the input (out of range for its type): 65.
+    BadInput,
+    /// The connection settings are wrong (a token over plain text, say): 64.
+    Config,
+    /// A query of ours it rejected, or an answer we could not read: 70.
+    Internal,
 }
 
 /// A database we cannot reach is "unavailable" (69); a conflict or a dropped connection in the
@@ -375,6 +406,30 @@ mod tests {
             let text = e.to_string();
             assert_eq!(Error::ObjectStore(e).exit_code(), code, "{text}");
         }
+    }
+
+    #[test]
+    fn a_remote_engine_failure_has_the_code_of_who_must_act() {
+        let remote = |failure| Error::Remote {
+            engine: "spark".into(),
+            endpoint: "sc://h:15002".into(),
+            failure,
+            message: "m".into(),
+        };
+        assert_eq!(
+            remote(RemoteFailure::Unavailable).exit_code(),
+            ExitCode::Unavailable
+        );
+        assert_eq!(remote(RemoteFailure::Lost).exit_code(), ExitCode::TempFail);
+        assert_eq!(
+            remote(RemoteFailure::BadInput).exit_code(),
+            ExitCode::DataErr
+        );
+        assert_eq!(remote(RemoteFailure::Config).exit_code(), ExitCode::Usage);
+        assert_eq!(
+            remote(RemoteFailure::Internal).exit_code(),
+            ExitCode::Internal
+        );
     }
 
     #[test]

@@ -100,6 +100,22 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// The rule as a SQL predicate, true where a value of `column` breaks it (and null where
+    /// the value is null: nulls are the contract's nullability, checked apart), for an engine
+    /// that runs our SQL (Spark). The same bytes pass as [`Rule::check_str`] lets pass: one
+    /// character between A and Z is one byte.
+    pub fn sql_violation(self, column: &str) -> String {
+        match self {
+            Rule::NonNegative => format!("{column} < 0"),
+            Rule::CountryCode => format!(
+                "NOT (length({column}) = 2 AND substr({column}, 1, 1) BETWEEN 'A' AND 'Z' \
+                 AND substr({column}, 2, 1) BETWEEN 'A' AND 'Z')"
+            ),
+        }
+    }
+}
+
 /// The 30-second rule: a play counts as a stream from this many milliseconds on.
 pub const STREAM_MIN_MS: i32 = 30_000;
 

@@ -15,6 +15,7 @@
 //! published together at the end of a successful run.
 
 pub mod error;
+pub mod spark;
 pub mod tally;
 pub mod topk;
 
@@ -48,6 +49,7 @@ use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::{CHARTS, DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS, PLAYS};
 use streampulse_core::stream::{batch_stream, blocking_stream};
 use streampulse_core::{engine, exit::EXIT_CODES_HELP, time};
+use streampulse_spark::{Engine, SparkArgs, SparkConfig};
 
 pub use error::{Error, Result};
 use tally::{Tally, TallyOptions};
@@ -101,6 +103,15 @@ pub struct Args {
     #[arg(long, env = "SP_CHARTS_TOPIC", default_value = "charts.daily")]
     pub charts_topic: String,
 
+    /// Where the day is counted: in this process, or on a Spark cluster reached through Spark
+    /// Connect (--spark-remote; the plays partition must be on storage the cluster reads).
+    /// Outputs are the same either way.
+    #[arg(long, env = "SP_ENGINE", value_enum, default_value_t = Engine::Embedded)]
+    pub engine: Engine,
+
+    #[command(flatten)]
+    pub spark: SparkArgs,
+
     #[command(flatten)]
     pub kafka: PublishArgs,
 
@@ -127,6 +138,8 @@ pub struct Config {
     pub kafka: Option<Destination>,
     /// `--max-reject-share`.
     pub max_reject_share: f64,
+    /// With `--engine spark`: where the counts run.
+    pub spark: Option<SparkConfig>,
     pub common: CommonConfig,
 }
 
@@ -145,6 +158,10 @@ impl Args {
             chart_size: self.chart_size,
             chart_lookback_days: self.chart_lookback_days,
             kafka: self.kafka.destination(&self.charts_topic)?,
+            spark: self
+                .spark
+                .validate(self.engine == Engine::Spark)
+                .map_err(Error::Config)?,
             common: self.common.validate_with(&self.budget)?,
         })
     }
@@ -449,27 +466,36 @@ fn int_column(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> 
     Ok(arrow::compute::cast_with_options(col, to, &options)?)
 }
 
-/// Runs the pipeline for one date. Outputs are published only when everything succeeded.
-pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
-    let common = &cfg.common;
-    let partition = Partition::date(cfg.date);
-    // Outside the pool: the process itself, the decode blocks in flight (under a small budget they
-    // shrink with it, see open_input) and the Parquet writers.
-    let outside = ((32 << 20) + common.threads as u64 * (12 << 20)).min(common.budget() / 2);
-    let pool = engine::pool_bytes(common.budget(), outside);
-    let ctx = engine::session(common, pool)?;
-    meter.engine = "datafusion".into();
-    tracing::info!(pool_bytes = pool, threads = common.threads, "engine ready");
+/// The day counted, by either engine: what the outputs and the checks before them are made of.
+struct Day {
+    records: u64,
+    bytes: u64,
+    before: u64,
+    after: u64,
+    duplicates: u64,
+    rejects: RejectSink,
+    /// Songs the day gives two artists: (song_id, smallest, largest artist id), the first few.
+    conflicts: Vec<(i64, i64, i64)>,
+    songs: RecordBatch,
+    artists: RecordBatch,
+    /// The top N of each scope, ordered by scope and chart position ([`topk::top_per_scope`]).
+    global_top: RecordBatch,
+    country_top: RecordBatch,
+}
 
-    let rejects = Arc::new(Mutex::new(RejectSink::new(
-        &common.data_root,
-        &common.spill_dir,
-        PIPELINE,
-        &partition,
-    )));
+/// The day counted in this process: the input read once into the [`tally`].
+async fn count_embedded(
+    cfg: &Config,
+    ctx: &SessionContext,
+    pool: u64,
+    sink: RejectSink,
+    meter: &mut RunMeter,
+) -> Result<Day> {
+    let common = &cfg.common;
+    let rejects = Arc::new(Mutex::new(sink));
     let stats = Arc::new(Mutex::new(InputStats::default()));
     let (schema, mut input, expected_plays) =
-        open_input(cfg, &ctx, rejects.clone(), stats.clone()).await?;
+        open_input(cfg, ctx, rejects.clone(), stats.clone()).await?;
     let mut tally = Tally::new(TallyOptions {
         budget: pool,
         expected_plays,
@@ -506,35 +532,26 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         )?;
     }
     drop(input);
-    let totals = tokio::task::spawn_blocking(move || tally.finish())
-        .await
-        .map_err(|e| Error::Internal(format!("the tally failed: {e}")))??;
-
-    // Input is fully consumed now: account for it and enforce the reject threshold before
-    // anything is published.
-    let sink = Arc::try_unwrap(rejects)
+    let rejects = Arc::try_unwrap(rejects)
         .map_err(|_| Error::Internal("reject sink still shared".into()))?
         .into_inner()
         .map_err(|_| Error::Internal("reject sink poisoned".into()))?;
-    let (records, bytes, before, after) = {
+    let (records, bytes, before, after, country_names) = {
         let s = stats
             .lock()
             .map_err(|_| Error::Internal("stats poisoned".into()))?;
-        (s.records, s.bytes, s.before_date, s.after_date)
+        (
+            s.records,
+            s.bytes,
+            s.before_date,
+            s.after_date,
+            s.countries.names.clone(),
+        )
     };
-    meter.rows_in = records;
-    meter.bytes_in = bytes;
-    meter.rows_rejected = sink.count();
-    meter.set("rows_before_date", before);
-    meter.set("rows_after_date", after);
-    let duplicates = totals.duplicate_plays();
-    meter.set("duplicate_plays", duplicates);
-    if duplicates > 0 {
-        tracing::warn!(
-            duplicates,
-            "plays whose play_id the same user had already sent, counted once"
-        );
-    }
+    let names = country_names.clone();
+    let mut totals = tokio::task::spawn_blocking(move || tally.finish(&names))
+        .await
+        .map_err(|e| Error::Internal(format!("the tally failed: {e}")))??;
     meter.set("tally_buckets", totals.buckets as u64);
     meter.set("tally_spills", u64::from(totals.spills));
     meter.set("tally_splits", totals.splits as u64);
@@ -543,6 +560,145 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         "tally_country_entries_spilled",
         totals.country_entries_spilled(),
     );
+    let n = cfg.chart_size as usize;
+    let candidates = topk::schema();
+    let global_top = topk::top_per_scope(
+        batch_stream(totals.global_candidates(&candidates)?),
+        n,
+        None,
+    )
+    .await?;
+    let country_schema = Arc::new(Schema::new(
+        std::iter::once(Arc::new(Field::new("scope", DataType::Int32, false)))
+            .chain(candidates.fields().iter().skip(1).cloned())
+            .collect::<Vec<_>>(),
+    ));
+    // Streamed in batches: the (country, song) pairs are the largest of the totals.
+    let country_batches = totals
+        .country_candidates(&country_schema, 1 << 16)?
+        .map(|b| b.map_err(|e| DataFusionError::External(Box::new(e))));
+    let names = move || country_names.clone();
+    let country_top = topk::top_per_scope(
+        Box::pin(RecordBatchStreamAdapter::new(
+            country_schema,
+            futures::stream::iter(country_batches),
+        )),
+        n,
+        Some(&names),
+    )
+    .await?;
+    Ok(Day {
+        records,
+        bytes,
+        before,
+        after,
+        duplicates: totals.duplicate_plays(),
+        rejects,
+        conflicts: totals.artist_conflicts(5),
+        songs: totals.song_counts(&DAILY_SONG_COUNTS)?,
+        artists: totals.artist_counts(&DAILY_ARTIST_COUNTS)?,
+        global_top,
+        country_top,
+    })
+}
+
+/// The day counted on a Spark cluster ([`spark`]): the plays partition, read where it is.
+async fn count_on_spark(
+    cfg: &Config,
+    spark_cfg: &SparkConfig,
+    ctx: &SessionContext,
+    mut rejects: RejectSink,
+    meter: &mut RunMeter,
+) -> Result<Day> {
+    let url = match locate_input(cfg).await? {
+        Source::Parquet(url) => url,
+        Source::Csv(export) => {
+            let name = match export {
+                Export::Local(path) => path.display().to_string(),
+                Export::Stored { url, .. } => url,
+            };
+            return Err(Error::Config(format!(
+                "--engine spark counts the plays partition (Parquet, under the data root); \
+                 {name} is a CSV export, which only the embedded engine reads: run without \
+                 --engine spark, or land the day as Parquet first (play-ingest)"
+            )));
+        }
+    };
+    tracing::info!(input = %url, remote = %spark_cfg.remote, "counting the day on Spark");
+    let counted = Box::pin(spark::count(cfg, spark_cfg, ctx, &url, &mut rejects)).await?;
+    meter.set("spark_version", counted.version.clone());
+    let n = cfg.chart_size as usize;
+    let top = |batches: Vec<RecordBatch>| {
+        Box::pin(RecordBatchStreamAdapter::new(
+            topk::schema(),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        )) as SendableRecordBatchStream
+    };
+    Ok(Day {
+        records: counted.records,
+        bytes: counted.bytes,
+        before: counted.before,
+        after: counted.after,
+        duplicates: counted.duplicates,
+        rejects,
+        conflicts: counted.conflicts,
+        songs: counted.songs,
+        artists: counted.artists,
+        global_top: topk::top_per_scope(top(counted.global_top), n, None).await?,
+        country_top: topk::top_per_scope(top(counted.country_top), n, None).await?,
+    })
+}
+
+/// Runs the pipeline for one date. Outputs are published only when everything succeeded.
+pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
+    let common = &cfg.common;
+    let partition = Partition::date(cfg.date);
+    // Outside the pool: the process itself, the decode blocks in flight (under a small budget they
+    // shrink with it, see open_input) and the Parquet writers.
+    let outside = ((32 << 20) + common.threads as u64 * (12 << 20)).min(common.budget() / 2);
+    let pool = engine::pool_bytes(common.budget(), outside);
+    let ctx = engine::session(common, pool)?;
+    meter.engine = if cfg.spark.is_some() {
+        "spark"
+    } else {
+        "datafusion"
+    }
+    .into();
+    tracing::info!(pool_bytes = pool, threads = common.threads, engine = %meter.engine, "engine ready");
+
+    let sink = RejectSink::new(&common.data_root, &common.spill_dir, PIPELINE, &partition);
+    let day = match &cfg.spark {
+        None => count_embedded(cfg, &ctx, pool, sink, meter).await?,
+        Some(spark_cfg) => count_on_spark(cfg, spark_cfg, &ctx, sink, meter).await?,
+    };
+    let Day {
+        records,
+        bytes,
+        before,
+        after,
+        duplicates,
+        rejects: sink,
+        conflicts,
+        songs,
+        artists,
+        global_top,
+        country_top,
+    } = day;
+
+    // Input is fully consumed now: account for it and enforce the reject threshold before
+    // anything is published.
+    meter.rows_in = records;
+    meter.bytes_in = bytes;
+    meter.rows_rejected = sink.count();
+    meter.set("rows_before_date", before);
+    meter.set("rows_after_date", after);
+    meter.set("duplicate_plays", duplicates);
+    if duplicates > 0 {
+        tracing::warn!(
+            duplicates,
+            "plays whose play_id the same user had already sent, counted once"
+        );
+    }
     let rejects_at = sink.location();
     let share_check = sink.check_share(records, cfg.max_reject_share);
     let rejected = sink.finish().await?;
@@ -561,7 +717,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
 
     // The contract: artist_id is the song's primary artist. A day that gives a song two artists
     // is a broken export; say which songs rather than count them under one of the two.
-    let conflicts = totals.artist_conflicts(5);
     if !conflicts.is_empty() {
         let first: Vec<String> = conflicts
             .iter()
@@ -572,19 +727,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             first.join("; ")
         )));
     }
-    let mut totals = totals;
     let mut staged = Vec::new();
     for (dataset, schema, batch) in [
-        (
-            "daily_song_counts",
-            &*DAILY_SONG_COUNTS,
-            totals.song_counts(&DAILY_SONG_COUNTS)?,
-        ),
-        (
-            "daily_artist_counts",
-            &*DAILY_ARTIST_COUNTS,
-            totals.artist_counts(&DAILY_ARTIST_COUNTS)?,
-        ),
+        ("daily_song_counts", &*DAILY_SONG_COUNTS, songs),
+        ("daily_artist_counts", &*DAILY_ARTIST_COUNTS, artists),
     ] {
         staged.push(
             write_partition(
@@ -598,40 +744,6 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             .await?,
         );
     }
-    let country_names = {
-        let s = stats
-            .lock()
-            .map_err(|_| Error::Internal("stats poisoned".into()))?;
-        s.countries.names.clone()
-    };
-    let names = move || country_names.clone();
-    let n = cfg.chart_size as usize;
-    let candidates = topk::schema();
-    let global_top = topk::top_per_scope(
-        batch_stream(totals.global_candidates(&candidates)?),
-        n,
-        None,
-    )
-    .await?;
-    let country_schema = Arc::new(Schema::new(
-        std::iter::once(Arc::new(Field::new("scope", DataType::Int32, false)))
-            .chain(candidates.fields().iter().skip(1).cloned())
-            .collect::<Vec<_>>(),
-    ));
-    // Streamed in batches: the (country, song) pairs are the largest of the totals.
-    let country_batches = totals
-        .country_candidates(&country_schema, 1 << 16)?
-        .map(|b| b.map_err(|e| DataFusionError::External(Box::new(e))));
-    let country_top = topk::top_per_scope(
-        Box::pin(RecordBatchStreamAdapter::new(
-            country_schema,
-            futures::stream::iter(country_batches),
-        )),
-        n,
-        Some(&names),
-    )
-    .await?;
-    drop(totals);
     let charts = charts_with_history(cfg, &ctx, global_top, country_top).await?;
     staged.push(charts);
 

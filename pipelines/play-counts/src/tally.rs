@@ -9,8 +9,9 @@
 //!
 //! Duplicates: a play_id seen again for the same user is one play (a re-sent export row, a
 //! redelivered event). All of a user's plays are in one bucket, so the bucket's sort by (user,
-//! play_id) finds them; the first by ms_played, song, country and artist is kept (the same one
-//! however the day was spilled), the others are counted in [`Totals::duplicate_plays`].
+//! play_id) finds them; the first by ms_played, song_id, country and artist_id is kept (by
+//! value, so the same one whatever the input's order or spills, and the one the Spark engine
+//! keeps), the others are counted in [`Totals::duplicate_plays`].
 //!
 //! How memory stays bounded: plays are buffered as 32-byte rows in `partitions` buckets chosen by
 //! a hash of the user. When the buffer reaches its budget, every bucket is appended to its own
@@ -433,8 +434,9 @@ impl Tally {
         Ok(())
     }
 
-    /// Finishes every bucket and returns the day's totals.
-    pub fn finish(self) -> Result<Totals> {
+    /// Finishes every bucket and returns the day's totals. `country_names` names the country
+    /// codes the plays were pushed with (by code).
+    pub fn finish(self, country_names: &[String]) -> Result<Totals> {
         let Tally {
             options,
             dir,
@@ -500,13 +502,12 @@ impl Tally {
                                     continue;
                                 }
                                 let mut rows = part.load()?;
-                                finish_bucket(
-                                    &mut rows,
-                                    rules,
+                                let keys = Keys {
+                                    song_ids,
                                     artist_ids,
-                                    &mut totals,
-                                    &mut scratch,
-                                );
+                                    country_names,
+                                };
+                                finish_bucket(&mut rows, rules, &keys, &mut totals, &mut scratch);
                                 drop(rows);
                                 countries
                                     .lock()
@@ -639,13 +640,37 @@ struct Scratch {
     countries: IdMap<u64, CountryAcc>,
 }
 
-/// Removes the plays whose (user, play_id) came before, keeping the first by (ms, song,
-/// country, artist) so that the choice does not depend on the input's order; returns how many
-/// it removed. Leaves the rows sorted by user, and each user's by (song, country, artist).
-fn drop_duplicates(rows: &mut Vec<Play>) -> u64 {
+/// The values behind a play's dense indices.
+struct Keys<'a> {
+    song_ids: &'a [i64],
+    artist_ids: &'a [i64],
+    country_names: &'a [String],
+}
+
+impl Keys<'_> {
+    /// Orders two copies of one play by value: (ms_played, song_id, country, artist_id). The
+    /// indices' own order is that of first appearance, which depends on the input's order.
+    fn copies(&self, a: &Play, b: &Play) -> std::cmp::Ordering {
+        let country = |p: &Play| self.country_names.get(p.country as usize);
+        a.ms.cmp(&b.ms)
+            .then_with(|| self.song_ids[a.song as usize].cmp(&self.song_ids[b.song as usize]))
+            .then_with(|| country(a).cmp(&country(b)))
+            .then_with(|| {
+                self.artist_ids[a.artist as usize].cmp(&self.artist_ids[b.artist as usize])
+            })
+    }
+}
+
+/// Removes the plays whose (user, play_id) came before, keeping the first by value ([`Keys::copies`])
+/// so that the choice does not depend on the input's order; returns how many it removed.
+/// Leaves the rows sorted by user, and each user's by (song, country, artist).
+fn drop_duplicates(rows: &mut Vec<Play>, keys: &Keys) -> u64 {
+    // Ids are compared first and almost always differ: the values behind the indices are
+    // looked up only for copies of one play.
     rows.sort_unstable_by(|a, b| {
-        (a.user, a.id, a.ms, a.song, a.country, a.artist)
-            .cmp(&(b.user, b.id, b.ms, b.song, b.country, b.artist))
+        (a.user, a.id)
+            .cmp(&(b.user, b.id))
+            .then_with(|| keys.copies(a, b))
     });
     let before = rows.len();
     rows.dedup_by(|later, kept| later.user == kept.user && later.id == kept.id);
@@ -664,11 +689,12 @@ fn drop_duplicates(rows: &mut Vec<Play>) -> u64 {
 fn finish_bucket(
     rows: &mut Vec<Play>,
     rules: &Rules,
-    artist_ids: &[i64],
+    keys: &Keys,
     totals: &mut Totals,
     scratch: &mut Scratch,
 ) {
-    totals.duplicates += drop_duplicates(rows);
+    totals.duplicates += drop_duplicates(rows, keys);
+    let artist_ids = keys.artist_ids;
     let is_stream = |p: &Play| i64::from(p.ms >= STREAM_MIN_MS);
     let mut u = 0;
     while u < rows.len() {
@@ -1484,7 +1510,10 @@ mod tests {
             )
             .unwrap();
         }
-        let mut totals = t.finish().unwrap();
+        // Named so that names sort as the codes do.
+        let most = plays.iter().map(|p| p.4).max().unwrap_or(0).max(0);
+        let names: Vec<String> = (0..=most).map(|c| format!("{c:010}")).collect();
+        let mut totals = t.finish(&names).unwrap();
         let conflicts = totals.artist_conflicts(5);
         let spilled = totals.country_entries_spilled();
         let text = shown(&mut totals);
@@ -1542,6 +1571,19 @@ mod tests {
             let got = tally_with_ids(&shuffled, &shuffled_ids, budget, threads, false);
             assert_eq!(got.duplicates, 30_000 + 12_000, "budget {budget}");
             assert_eq!(got.text, want, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn of_two_copies_with_the_same_duration_the_smaller_song_id_is_kept_in_any_order() {
+        // play_id 7 of user 1 sent as song 20, then as song 10, with the same ms_played: song
+        // 20 gets the first dense index, yet song 10 is kept, as it is on the Spark engine.
+        let copies = [(1, 20, 200, 40_000, 0), (1, 10, 100, 40_000, 0)];
+        for order in [[0, 1], [1, 0]] {
+            let p: Vec<_> = order.iter().map(|&i| copies[i]).collect();
+            let got = tally_with_ids(&p, &[7, 7], 1 << 30, 1, false);
+            assert_eq!(got.duplicates, 1);
+            assert_eq!(got.text, naive(&[copies[1]], 3, false), "order {order:?}");
         }
     }
 

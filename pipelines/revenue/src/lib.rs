@@ -26,7 +26,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef};
 use chrono::{Datelike, NaiveDate};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, Secret};
@@ -42,6 +44,7 @@ use streampulse_core::schema::{
     STREAM_MIN_MS, SUBSCRIPTIONS,
 };
 use streampulse_core::{engine, exit::EXIT_CODES_HELP};
+use streampulse_spark::{Session, SparkArgs, SparkConfig};
 
 pub use error::{Error, Result};
 
@@ -59,9 +62,13 @@ pub enum Model {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
     /// Embedded DataFusion, memory-bounded with spilling (no server).
+    #[value(alias = "embedded")]
     Datafusion,
     /// PostgreSQL at --database-url: inputs loaded with COPY, the SQL pushed down.
     Postgres,
+    /// A Spark cluster through Spark Connect (--spark-remote): the cluster reads the month's
+    /// inputs where they are and runs the same SQL; only the aggregates come back.
+    Spark,
 }
 
 fn parse_month(s: &str) -> std::result::Result<NaiveDate, String> {
@@ -115,6 +122,9 @@ pub struct Args {
     pub database_url: Option<Secret<String>>,
 
     #[command(flatten)]
+    pub spark: SparkArgs,
+
+    #[command(flatten)]
     pub common: CommonArgs,
 
     #[command(flatten)]
@@ -129,6 +139,8 @@ pub struct Config {
     pub songs: Option<PathBuf>,
     pub engine: EngineKind,
     pub database_url: Option<Secret<String>>,
+    /// With `--engine spark`: the cluster.
+    pub spark: Option<SparkConfig>,
     pub weighting: Option<ArtistCentric>,
     pub common: CommonConfig,
 }
@@ -159,6 +171,10 @@ impl Args {
             songs: self.songs.clone(),
             engine: self.engine,
             database_url: self.database_url.clone(),
+            spark: self
+                .spark
+                .validate(self.engine == EngineKind::Spark)
+                .map_err(Error::Config)?,
             weighting: self.artist_centric.then_some(ArtistCentric {
                 min_streams: self.artist_min_streams,
                 min_listeners: self.artist_min_listeners,
@@ -320,19 +336,42 @@ fn date_literal(d: NaiveDate) -> String {
     format!("DATE '{}'", d.format("%Y-%m-%d"))
 }
 
-/// The engine the month's SQL runs on. The SQL text is the same for both.
+/// The engine the month's SQL runs on. The SQL text is the same for all three, but for
+/// integer division ([`Sql::divide`]).
 pub enum Sql<'a> {
     DataFusion(&'a SessionContext),
     Postgres(&'a postgres::PgEngine),
+    Spark(&'a Session),
 }
 
 impl Sql<'_> {
     /// Runs `query`; its rows arrive as batches of `schema` (which the DataFusion plan has by
-    /// construction, and PostgreSQL's text rows are parsed into).
+    /// construction, PostgreSQL's text rows are parsed into, and Spark's Arrow batches are
+    /// converted to by name, exactly).
     async fn stream(&self, query: &str, schema: SchemaRef) -> Result<SendableRecordBatchStream> {
         match self {
             Sql::DataFusion(ctx) => Ok(ctx.sql(query).await?.execute_stream().await?),
             Sql::Postgres(pg) => Ok(pg.query(query, schema)),
+            Sql::Spark(session) => {
+                let target = schema.clone();
+                let batches = session.query(query).await?.into_stream().map(move |b| {
+                    let b = b.map_err(|e| {
+                        DataFusionError::External(Box::new(streampulse_core::Error::from(e)))
+                    })?;
+                    streampulse_core::conform::batch(&b, &target, "the Spark result")
+                        .map_err(|e| DataFusionError::External(Box::new(e)))
+                });
+                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+            }
+        }
+    }
+
+    /// `num / den` in integers, truncated: `/` of two BIGINTs is a DOUBLE in Spark SQL, whose
+    /// integer division is `div`.
+    fn divide(&self, num: &str, den: &str) -> String {
+        match self {
+            Sql::Spark(_) => format!("(({num}) DIV ({den}))"),
+            _ => format!("({num}) / ({den})"),
         }
     }
 }
@@ -466,7 +505,12 @@ type Claimed = BTreeMap<Market, i128>;
 /// min(total, cap) / total` in integers (truncated), `total` being the user's streams of the month
 /// and `boost` 2 for an artist over both thresholds. The same text runs on DataFusion and
 /// PostgreSQL: every intermediate is cast to BIGINT so PostgreSQL divides integers too.
-fn streams_sql(month: &Month, group: &[&str], weighting: Option<ArtistCentric>) -> String {
+fn streams_sql(
+    sql: &Sql<'_>,
+    month: &Month,
+    group: &[&str],
+    weighting: Option<ArtistCentric>,
+) -> String {
     let in_s = |prefix: &str| {
         group
             .iter()
@@ -526,8 +570,7 @@ fn streams_sql(month: &Month, group: &[&str], weighting: Option<ArtistCentric>) 
            GROUP BY c.artist_id
            HAVING SUM(ps.streams) >= {min_streams} AND COUNT(DISTINCT ps.user_id) >= {min_listeners})
          SELECT {g}, ps.song_id, SUM(ps.streams) AS streams,
-                SUM(ps.streams * (CASE WHEN b.artist_id IS NULL THEN {unit} ELSE {double} END)
-                    * (CASE WHEN ut.total > {cap} THEN {cap} ELSE ut.total END) / ut.total) AS weight
+                SUM({weight}) AS weight
          FROM ps JOIN ut ON ut.user_id = ps.user_id
            LEFT JOIN songs c ON c.song_id = ps.song_id
            LEFT JOIN boosted b ON b.artist_id = c.artist_id
@@ -535,9 +578,16 @@ fn streams_sql(month: &Month, group: &[&str], weighting: Option<ArtistCentric>) 
          ORDER BY {g}, ps.song_id",
         min_streams = w.min_streams,
         min_listeners = w.min_listeners,
-        cap = w.user_cap,
-        unit = WEIGHT_UNIT,
-        double = 2 * WEIGHT_UNIT,
+        weight = sql.divide(
+            &format!(
+                "ps.streams * (CASE WHEN b.artist_id IS NULL THEN {unit} ELSE {double} END) \
+                 * (CASE WHEN ut.total > {cap} THEN {cap} ELSE ut.total END)",
+                cap = w.user_cap,
+                unit = WEIGHT_UNIT,
+                double = 2 * WEIGHT_UNIT,
+            ),
+            "ut.total"
+        ),
     )
 }
 
@@ -557,7 +607,7 @@ async fn pro_rata(
     ];
     let mut stream = sql
         .stream(
-            &streams_sql(month, &["country", "currency"], weighting),
+            &streams_sql(sql, month, &["country", "currency"], weighting),
             schema(&columns),
         )
         .await?;
@@ -623,7 +673,10 @@ async fn user_centric(
         ("weight", DataType::Int64),
     ]);
     let mut stream = sql
-        .stream(&streams_sql(month, &group, weighting), schema(&columns))
+        .stream(
+            &streams_sql(sql, month, &group, weighting),
+            schema(&columns),
+        )
         .await?;
     let mut totals = SongTotals::new();
     // The subscription being split: (id, market, revenue), its songs' weights and streams.
@@ -855,6 +908,42 @@ async fn stage(
     .await?)
 }
 
+/// A Spark session whose views `subs`, `songs` and `plays` are the month's inputs, read by the
+/// cluster where they are, each file with the contract's types (checked here first, by the
+/// embedded reader's rules).
+async fn spark_session(
+    spark_cfg: &SparkConfig,
+    ctx: &SessionContext,
+    subs: &str,
+    songs: &str,
+    plays: &[String],
+) -> Result<Session> {
+    let session = Box::pin(Session::connect(spark_cfg)).await?;
+    for (view, urls, contract, columns) in [
+        (
+            "subs",
+            vec![subs.to_string()],
+            &*SUBSCRIPTIONS,
+            &SUBSCRIPTION_INPUT[..],
+        ),
+        (
+            "songs",
+            vec![songs.to_string()],
+            &*SONGS,
+            &["song_id", "artist_id", "label_id"][..],
+        ),
+        (
+            "plays",
+            plays.to_vec(),
+            &*PLAYS,
+            &["user_id", "song_id", "played_at", "ms_played"][..],
+        ),
+    ] {
+        Box::pin(session.contract_view(spark_cfg, ctx, view, &urls, contract, columns)).await?;
+    }
+    Ok(session)
+}
+
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let common = &cfg.common;
     let month = Month::new(cfg.month);
@@ -890,7 +979,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     ctx.register_table("songs", songs_df.into_view())?;
     let plays_df = engine::read_parquet(
         &ctx,
-        plays,
+        plays.clone(),
         &PLAYS,
         &["user_id", "song_id", "played_at", "ms_played"],
     )
@@ -907,8 +996,20 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         .first()
         .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
         .unwrap_or(0);
+    let spark = match (&cfg.engine, &cfg.spark) {
+        (EngineKind::Spark, Some(spark_cfg)) => {
+            let session = Box::pin(spark_session(spark_cfg, &ctx, &subs, &songs, &plays)).await?;
+            meter.engine = "spark".into();
+            meter.set("spark_version", session.version.clone());
+            Some(session)
+        }
+        (EngineKind::Spark, None) => {
+            return Err(Error::Config("--engine spark needs --spark-remote".into()));
+        }
+        _ => None,
+    };
     let pg = match cfg.engine {
-        EngineKind::Datafusion => None,
+        EngineKind::Datafusion | EngineKind::Spark => None,
         EngineKind::Postgres => {
             let url = cfg
                 .database_url
@@ -937,9 +1038,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             Some(pg)
         }
     };
-    let sql = match &pg {
-        Some(pg) => Sql::Postgres(pg),
-        None => Sql::DataFusion(&ctx),
+    let sql = match (&pg, &spark) {
+        (Some(pg), _) => Sql::Postgres(pg),
+        (None, Some(session)) => Sql::Spark(session),
+        (None, None) => Sql::DataFusion(&ctx),
     };
     let attributed = Box::pin(attribute(&sql, cfg.model, cfg.weighting, &month)).await;
     if let Some(pg) = pg {
