@@ -636,6 +636,10 @@ fn classify(endpoint: &str, e: SparkError, connecting: bool) -> Error {
         {
             RemoteFailure::BadInput
         }
+        // A file the engine's reader refuses (Apache Spark does not read nanosecond timestamps).
+        _ if class.starts_with("PARQUET_TYPE_ILLEGAL") || class.starts_with("PARQUET_TYPE_NOT") => {
+            RemoteFailure::BadInput
+        }
         _ if connecting && matches!(e.kind, SparkErrorKind::ValueError) => RemoteFailure::Config,
         _ => RemoteFailure::Internal,
     };
