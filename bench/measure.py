@@ -1,8 +1,22 @@
-"""Runs a command as a child process and reports wall time, CPU time and peak RSS (from wait4's
+"""What the benchmarks share. `measure` runs a command as a child process and reports wall time, CPU time and peak RSS (from wait4's
 rusage of that child alone, so runs measured one after another do not mix)."""
+import hashlib
 import os
+import pathlib
 import subprocess
 import time
+
+PLAY_COUNTS_OUTPUTS = ["daily_song_counts", "daily_artist_counts", "charts"]
+
+
+def digest(root, date, datasets=PLAY_COUNTS_OUTPUTS):
+    """One hash of the `date=` partitions' Parquet bytes of `datasets` under `root`: two runs
+    that wrote the same outputs have the same digest."""
+    h = hashlib.sha256()
+    for ds in datasets:
+        for f in sorted(pathlib.Path(root, ds, f"date={date}").glob("*.parquet")):
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def measure(cmd, env=None):

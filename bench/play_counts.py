@@ -3,7 +3,6 @@
 Polars on one generated day, same thread count. Reports medians of --runs runs and ratios
 against DuckDB measured in the same run, and checks that the 256 MiB run wrote the same bytes."""
 import argparse
-import hashlib
 import json
 import os
 import pathlib
@@ -15,17 +14,10 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import measure  # noqa: E402
+from measure import digest, measure  # noqa: E402
 
 DATE = "2026-11-26"
 
-
-def digest(root):
-    h = hashlib.sha256()
-    for ds in ["daily_song_counts", "daily_artist_counts", "charts"]:
-        for f in sorted(pathlib.Path(root, ds, f"date={DATE}").glob("*.parquet")):
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def main():
@@ -77,7 +69,7 @@ def main():
             env_run = dict(env, POLARS_MAX_THREADS=str(a.threads))
             runs.append(measure(cmd(out), env=env_run))
             if name.startswith("play-counts"):
-                digests.setdefault(name, set()).add(digest(out))
+                digests.setdefault(name, set()).add(digest(out, DATE))
             print(f"{name} run {i + 1}: {runs[-1]['wall_s']:.2f} s, {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
         results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         results[name]["runs"] = runs

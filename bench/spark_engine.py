@@ -8,7 +8,6 @@ wall, and how our process's peak RSS moves from 1x to 4x (the point of the engin
 on the cluster). Every run's outputs are checked byte-identical to the embedded engine's.
 Run under scripts/with-spark.sh (SP_SAIL_REMOTE, SP_SPARK_REMOTE_TEST)."""
 import argparse
-import hashlib
 import json
 import os
 import pathlib
@@ -19,17 +18,10 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import measure  # noqa: E402
+from measure import digest, measure  # noqa: E402
 
 DATE = "2026-11-26"
 
-
-def digest(root):
-    h = hashlib.sha256()
-    for ds in ["daily_song_counts", "daily_artist_counts", "charts"]:
-        for f in sorted(pathlib.Path(root, ds, f"date={DATE}").glob("*.parquet")):
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def main():
@@ -64,7 +56,7 @@ def main():
             runs = []
             for _ in range(a.runs):
                 runs.append(measure([str(b / "play-counts"), "--date", DATE, "--data-root", data, *flags]))
-                got = digest(data)
+                got = digest(data, DATE)
                 if want is None:
                     want = got
                 if got != want:

@@ -18,6 +18,8 @@
 //! Why SQL text and not a plan built node by node: it reads as the rules do, runs the same on
 //! Spark and Sail, and `EXPLAIN` of it on the cluster is what an operator would look at.
 
+use std::sync::Arc;
+
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::prelude::SessionContext;
@@ -41,8 +43,9 @@ pub struct Counted {
     pub conflicts: Vec<(i64, i64, i64)>,
     pub songs: RecordBatch,
     pub artists: RecordBatch,
-    /// The top N of the global chart and of each country's, as (scope, song_id, artist_id,
-    /// streams, listeners): the input of [`crate::topk::top_per_scope`].
+    /// The global chart's candidates (every song, its capped streams) and the top N of each
+    /// country's, as (scope, song_id, artist_id, streams, listeners): the input of
+    /// [`crate::topk::top_per_scope`].
     pub global_top: Vec<RecordBatch>,
     pub country_top: Vec<RecordBatch>,
     /// The Spark version the server reported (for the run record).
@@ -145,21 +148,6 @@ pub async fn count(
         Box::pin(collect_rejects(&session, &files, rejects)).await?;
     }
 
-    let conflicts = session
-        .collect(
-            "SELECT song_id, min(artist_min) AS lo, max(artist_max) AS hi FROM sp_user_songs \
-             GROUP BY song_id HAVING min(artist_min) <> max(artist_max) ORDER BY song_id LIMIT 5",
-        )
-        .await?;
-    let mut conflict_rows = Vec::new();
-    for b in &conflicts {
-        let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
-        let (s, a, m) = (col(0), col(1), col(2));
-        for i in 0..b.num_rows() {
-            conflict_rows.push((s.value(i), a.value(i), m.value(i)));
-        }
-    }
-
     let chart = |streams: &str| match cfg.stream_cap {
         Some(cap) => format!("least({streams}, {cap})"),
         None => streams.to_string(),
@@ -171,14 +159,51 @@ pub async fn count(
             streams.to_string()
         }
     };
-    let songs = session
+    // One query per song gives the counts, the global chart's candidates (capped streams) and
+    // the artist check: each extra query would recompute the day's de-duplication.
+    let song_rows = session
         .collect(&format!(
-            "SELECT song_id, min(artist_min) AS artist_id, sum(plays) AS plays, \
-               sum({}) AS streams, count_if(streams > 0) AS listeners, sum(ms) AS ms_played \
+            "SELECT song_id, min(artist_min) AS artist_id, max(artist_max) AS artist_max, \
+               sum(plays) AS plays, sum({}) AS streams, count_if(streams > 0) AS listeners, \
+               sum(ms) AS ms_played, sum({}) AS chart \
              FROM sp_user_songs GROUP BY song_id ORDER BY song_id",
-            counted("streams")
+            counted("streams"),
+            chart("streams")
         ))
         .await?;
+    let mut conflict_rows = Vec::new();
+    let mut global = Vec::new();
+    let global_schema = crate::topk::schema();
+    for b in &song_rows {
+        let col = |name: &str| -> Result<arrow::array::Int64Array> {
+            let c = b
+                .column_by_name(name)
+                .ok_or_else(|| Error::Internal(format!("the Spark song counts lack {name}")))?;
+            Ok(arrow::compute::cast(c, &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .clone())
+        };
+        let (song, lo, hi) = (col("song_id")?, col("artist_id")?, col("artist_max")?);
+        for i in 0..b.num_rows() {
+            if lo.value(i) != hi.value(i) && conflict_rows.len() < 5 {
+                conflict_rows.push((song.value(i), lo.value(i), hi.value(i)));
+            }
+        }
+        global.push(RecordBatch::try_new(
+            global_schema.clone(),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec![
+                    "global";
+                    b.num_rows()
+                ])),
+                Arc::new(song),
+                Arc::new(lo),
+                Arc::new(col("chart")?),
+                Arc::new(col("listeners")?),
+            ],
+        )?);
+    }
+    let songs = song_rows;
     // An artist's listeners are users with a stream of any of its songs; with --cap-counts its
     // streams add up the user's capped songs.
     let artists = session
@@ -193,17 +218,6 @@ pub async fn count(
         ))
         .await?;
     let n = cfg.chart_size;
-    let global_top = session
-        .collect(&format!(
-            "SELECT 'global' AS scope, song_id, artist_id, streams, listeners FROM ( \
-               SELECT song_id, min(artist_min) AS artist_id, sum({}) AS streams, \
-                 count_if(streams > 0) AS listeners \
-               FROM sp_user_songs GROUP BY song_id) \
-             WHERE streams > 0 \
-             ORDER BY streams DESC, listeners DESC, song_id, artist_id LIMIT {n}",
-            chart("streams")
-        ))
-        .await?;
     // Country charts: the cap per user, song and country; each (user, song, country) with a
     // stream is one listener; the artist is the smallest among the streams.
     let country_top = session
@@ -239,7 +253,7 @@ pub async fn count(
         conflicts: conflict_rows,
         songs,
         artists: conformed(&artists, &DAILY_ARTIST_COUNTS, &source)?,
-        global_top: candidates(&global_top, &source)?,
+        global_top: global,
         country_top: candidates(&country_top, &source)?,
         version: session.version.clone(),
     })
