@@ -23,6 +23,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -123,6 +124,22 @@ def rejects(root, day):
     return sorted(out, key=json.dumps)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"no server on 127.0.0.1:{port} after {seconds} s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -218,6 +235,32 @@ def main():
               f"seen={seen} code={p.returncode}: {log[-800:]}")
         check("the query was interrupted on the server", "query interrupted" in log, log[-800:])
         check("nothing published", not pathlib.Path(big, "daily_song_counts", f"date={DAYS[1]}").exists())
+        # The server gone in the middle of the job: a session lost is temporary (75), nothing
+        # is published. A Sail server of this check's own, stopped while it counts.
+        port = free_port()
+        sail = subprocess.Popen([os.environ["SP_SAIL_BIN"], "spark", "server", "--ip", "127.0.0.1", "--port",
+                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port)
+            p = subprocess.Popen([str(b / "play-counts"), "--date", DAYS[1], "--data-root", big, "--engine", "spark",
+                                  "--spark-remote", f"sc://127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, RUST_LOG="info,streampulse_spark=debug"))
+            seen, lines = False, []
+            for line in p.stderr:
+                lines.append(line)
+                if "spark: executing" in line and "count(*) AS records" in line:
+                    seen = True
+                    time.sleep(0.3)
+                    sail.kill()
+                    break
+            rest = p.communicate(timeout=120)[1]
+        finally:
+            sail.kill()
+            sail.wait()
+        log = "".join(lines) + rest
+        check("the server stopped mid-job: exit 75 (a lost session, retried by the scheduler)",
+              seen and p.returncode == 75, f"seen={seen} code={p.returncode}: {log[-800:]}")
+        check("and nothing published", not pathlib.Path(big, "daily_song_counts", f"date={DAYS[1]}").exists())
         # Nanosecond timestamps (pandas' default): Sail reads them and gives the embedded
         # engine's outputs; Apache Spark's reader refuses them, which is the input's problem (65).
         ns = os.path.join(tmp, "ns")

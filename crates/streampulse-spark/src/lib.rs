@@ -185,6 +185,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 // gRPC status codes (google.rpc.Code) the classification reads.
 const CANCELLED: i32 = 1;
+const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
 const PERMISSION_DENIED: i32 = 7;
 const ABORTED: i32 = 10;
@@ -623,6 +624,16 @@ fn classify(endpoint: &str, e: SparkError, connecting: bool) -> Error {
         Some(UNAUTHENTICATED | PERMISSION_DENIED) => RemoteFailure::Unavailable,
         Some(UNAVAILABLE | DEADLINE_EXCEEDED) if connecting => RemoteFailure::Unavailable,
         Some(UNAVAILABLE | DEADLINE_EXCEEDED | ABORTED | CANCELLED) => RemoteFailure::Lost,
+        // The connection broke under a result stream ("h2 protocol error: error reading a body
+        // from connection"): tonic reports transport failures as UNKNOWN with no error class
+        // or details, which an error from the server itself always carries.
+        Some(UNKNOWN) if class.is_empty() && e.grpc_details().is_none() => {
+            if connecting {
+                RemoteFailure::Unavailable
+            } else {
+                RemoteFailure::Lost
+            }
+        }
         _ if class.starts_with("INVALID_HANDLE") || class.starts_with("INVALID_CURSOR") => {
             RemoteFailure::Lost
         }
