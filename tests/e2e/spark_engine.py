@@ -140,6 +140,24 @@ def wait_for_port(port, seconds=30):
     raise SystemExit(f"no server on 127.0.0.1:{port} after {seconds} s")
 
 
+def during_summary(b, root, remote, delay, act):
+    """Runs play-counts on `remote` and, `delay` s after the cluster starts the day's summary
+    query, calls `act(process)`; returns (whether the query was seen, exit code, the log)."""
+    p = subprocess.Popen([str(b / "play-counts"), "--date", DAYS[1], "--data-root", root, "--engine", "spark",
+                          "--spark-remote", remote], stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, RUST_LOG="info,streampulse_spark=debug"))
+    seen, lines = False, []
+    for line in p.stderr:
+        lines.append(line)
+        if "spark: executing" in line and "count(*) AS records" in line:
+            seen = True
+            time.sleep(delay)
+            act(p)
+            break
+    rest = p.communicate(timeout=120)[1]
+    return seen, p.returncode, "".join(lines) + rest
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -218,21 +236,8 @@ def main():
         big = os.path.join(tmp, "big")
         run([b / "datagen", "--date", DAYS[1], "--data-root", big, "--plays", "3000000", "--users", "200000",
              "--songs", "20000", "--datasets", "plays", "--threads", "2"])
-        p = subprocess.Popen([str(b / "play-counts"), "--date", DAYS[1], "--data-root", big, "--engine", "spark",
-                              "--spark-remote", engines["spark"]], stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, RUST_LOG="info,streampulse_spark=debug"))
-        seen, lines = False, []
-        for line in p.stderr:
-            lines.append(line)
-            if "spark: executing" in line and "count(*) AS records" in line:
-                seen = True
-                time.sleep(1.0)
-                p.send_signal(signal.SIGTERM)
-                break
-        rest = p.communicate(timeout=120)[1]
-        log = "".join(lines) + rest
-        check("SIGTERM during the cluster's query: exit 75", seen and p.returncode == 75,
-              f"seen={seen} code={p.returncode}: {log[-800:]}")
+        seen, code, log = during_summary(b, big, engines["spark"], 1.0, lambda p: p.send_signal(signal.SIGTERM))
+        check("SIGTERM during the cluster's query: exit 75", seen and code == 75, f"seen={seen} code={code}: {log[-800:]}")
         check("the query was interrupted on the server", "query interrupted" in log, log[-800:])
         check("nothing published", not pathlib.Path(big, "daily_song_counts", f"date={DAYS[1]}").exists())
         # The server gone in the middle of the job: a session lost is temporary (75), nothing
@@ -242,24 +247,12 @@ def main():
                                  str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(port)
-            p = subprocess.Popen([str(b / "play-counts"), "--date", DAYS[1], "--data-root", big, "--engine", "spark",
-                                  "--spark-remote", f"sc://127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True,
-                                 env=dict(os.environ, RUST_LOG="info,streampulse_spark=debug"))
-            seen, lines = False, []
-            for line in p.stderr:
-                lines.append(line)
-                if "spark: executing" in line and "count(*) AS records" in line:
-                    seen = True
-                    time.sleep(0.3)
-                    sail.kill()
-                    break
-            rest = p.communicate(timeout=120)[1]
+            seen, code, log = during_summary(b, big, f"sc://127.0.0.1:{port}", 0.3, lambda p: sail.kill())
         finally:
             sail.kill()
             sail.wait()
-        log = "".join(lines) + rest
         check("the server stopped mid-job: exit 75 (a lost session, retried by the scheduler)",
-              seen and p.returncode == 75, f"seen={seen} code={p.returncode}: {log[-800:]}")
+              seen and code == 75, f"seen={seen} code={code}: {log[-800:]}")
         check("and nothing published", not pathlib.Path(big, "daily_song_counts", f"date={DAYS[1]}").exists())
         # Nanosecond timestamps (pandas' default): Sail reads them and gives the embedded
         # engine's outputs; Apache Spark's reader refuses them, which is the input's problem (65).
