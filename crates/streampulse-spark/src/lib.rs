@@ -21,11 +21,10 @@
 //! interrupted on the server before the process goes on.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::Stream;
@@ -212,7 +211,7 @@ fn retry_policy() -> spark_connect_core::RetryPolicy {
 /// A Spark Connect session: one per run, every query of the run in it (its temporary views
 /// and settings are the session's).
 pub struct Session {
-    client: Arc<SparkConnectClient>,
+    client: SparkConnectClient,
     builder: ChannelBuilder,
     endpoint: String,
     /// Every operation of the run carries this tag, so that one interrupt stops them all.
@@ -222,9 +221,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens a session and checks that the server answers and accepts us (one config RPC);
-    /// then sets what our SQL relies on: UTC session time, ANSI arithmetic (an overflow fails
-    /// the query instead of wrapping).
+    /// Opens a session, sets what our SQL relies on (UTC session time, ANSI arithmetic: an
+    /// overflow fails the query instead of wrapping) and asks the server's version: the first
+    /// RPCs, which tell whether the server answers and accepts us.
     pub async fn connect(cfg: &SparkConfig) -> Result<Session> {
         let endpoint = cfg.remote.endpoint().to_string();
         let tag = format!("streampulse-{}-{}", std::process::id(), unique());
@@ -243,10 +242,7 @@ impl Session {
                 Box::pin(client.set_config("spark.sql.ansi.enabled", "true")).await?;
                 Box::pin(client.analyze_plan(proto::AnalyzePlanRequest {
                     session_id: client.session_id().to_string(),
-                    user_context: Some(proto::UserContext {
-                        user_id: client.user_id().unwrap_or("streampulse").to_string(),
-                        ..Default::default()
-                    }),
+                    user_context: Some(user_context(&client)),
                     analyze: Some(proto::analyze_plan_request::Analyze::SparkVersion(
                         proto::analyze_plan_request::SparkVersion {},
                     )),
@@ -271,17 +267,12 @@ impl Session {
         };
         tracing::info!(%endpoint, spark_version = %version, session = client.session_id(), "spark session open");
         Ok(Session {
-            client: Arc::new(client),
+            client,
             builder,
             endpoint,
             tag,
             version,
         })
-    }
-
-    /// `sc://HOST:PORT` of the server.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     /// Registers the result of `sql` as the session's temporary view `name` (lazily: the
@@ -353,21 +344,12 @@ impl Session {
                 })?;
                 if lossy(from, expected) {
                     let back = sql_type(from).unwrap_or_else(|| "STRING".into());
-                    let changed = self
-                        .collect(&format!(
-                            "SELECT count(*) FROM {path} \
-                             WHERE CAST(CAST({column} AS {to}) AS {back}) <> {column}"
-                        ))
-                        .await?;
-                    let n = changed
-                        .first()
-                        .filter(|b| b.num_rows() > 0)
-                        .and_then(|b| arrow::compute::cast(b.column(0), &DataType::Int64).ok())
-                        .map_or(0, |c| {
-                            c.as_any()
-                                .downcast_ref::<arrow::array::Int64Array>()
-                                .map_or(0, |a| a.value(0))
-                        });
+                    let changed = Box::pin(self.counts(&format!(
+                        "SELECT count(*) FROM {path} \
+                         WHERE CAST(CAST({column} AS {to}) AS {back}) <> {column}"
+                    )))
+                    .await?;
+                    let n = changed.first().copied().unwrap_or(0);
                     if n > 0 {
                         return Err(streampulse_core::Error::InputType {
                             file: file.clone(),
@@ -407,13 +389,36 @@ impl Session {
         Ok(out)
     }
 
+    /// Runs `sql`, a query of one row of integer columns (counts), and gives that row.
+    pub async fn counts(&self, sql: &str) -> Result<Vec<i64>> {
+        let batches = self.collect(sql).await?;
+        let row = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| Error {
+                endpoint: self.endpoint.clone(),
+                failure: RemoteFailure::Internal,
+                message: format!("no row from {sql}"),
+            })?;
+        row.columns()
+            .iter()
+            .map(|c| {
+                let c = arrow::compute::cast(c, &DataType::Int64).map_err(|e| Error {
+                    endpoint: self.endpoint.clone(),
+                    failure: RemoteFailure::Internal,
+                    message: format!("a count that is not an integer: {e}"),
+                })?;
+                Ok(c.as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map_or(0, |a| a.value(0)))
+            })
+            .collect()
+    }
+
     async fn execute(&self, op: proto::plan::OpType, what: &str) -> Result<Batches> {
         let request = proto::ExecutePlanRequest {
             session_id: self.client.session_id().to_string(),
-            user_context: Some(proto::UserContext {
-                user_id: self.client.user_id().unwrap_or("streampulse").to_string(),
-                ..Default::default()
-            }),
+            user_context: Some(user_context(&self.client)),
             plan: Some(proto::Plan { op_type: Some(op) }),
             client_type: Some(format!("streampulse/{}", env!("CARGO_PKG_VERSION"))),
             tags: vec![self.tag.clone()],
@@ -434,8 +439,15 @@ impl Session {
                 endpoint: self.endpoint.clone(),
                 done: AtomicBool::new(false),
             },
-            schema: None,
         })
+    }
+}
+
+/// Who the requests are from: the URL's `user_id`, else `streampulse`.
+fn user_context(client: &SparkConnectClient) -> proto::UserContext {
+    proto::UserContext {
+        user_id: client.user_id().unwrap_or("streampulse").to_string(),
+        ..Default::default()
     }
 }
 
@@ -497,7 +509,6 @@ pub struct Batches {
     stream: spark_connect_core::client::ReattachableResponseStream,
     endpoint: String,
     guard: Interrupt,
-    schema: Option<SchemaRef>,
 }
 
 impl Batches {
@@ -541,16 +552,10 @@ impl Batches {
         }
     }
 
-    /// The result's schema, once a batch has arrived.
-    pub fn schema(&self) -> Option<SchemaRef> {
-        self.schema.clone()
-    }
-
     /// One Arrow IPC stream (a schema message and record batches) as batches.
-    fn decode(&mut self, data: &[u8]) -> Result<Vec<RecordBatch>> {
+    fn decode(&self, data: &[u8]) -> Result<Vec<RecordBatch>> {
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(data), None)
             .map_err(|e| self.protocol(format!("an Arrow IPC stream: {e}")))?;
-        self.schema.get_or_insert_with(|| reader.schema());
         reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.protocol(format!("an Arrow IPC batch: {e}")))

@@ -127,17 +127,15 @@ pub async fn count(
         )
         .await?;
 
-    let stats = one_row(
-        &session
-            .collect(&format!(
-                "SELECT count(*) AS records, count_if(bad) AS rejected, \
+    let stats = session
+        .counts(&format!(
+            "SELECT count(*) AS records, count_if(bad) AS rejected, \
                    count_if(NOT bad AND played_at < {lo}) AS before, \
                    count_if(NOT bad AND played_at >= {hi}) AS after, \
                    count_if(NOT bad AND played_at >= {lo} AND played_at < {hi}) AS in_day \
                  FROM sp_checked"
-            ))
-            .await?,
-    )?;
+        ))
+        .await?;
     let [records, rejected, before, after, in_day] = stats[..] else {
         return Err(Error::Internal(
             "the Spark day summary has 5 columns".into(),
@@ -238,7 +236,7 @@ pub async fn count(
         ))
         .await?;
     let source = format!("{} (spark)", url);
-    let songs = conformed(&songs, &DAILY_SONG_COUNTS, &source)?;
+    let songs = one_batch(&songs, &DAILY_SONG_COUNTS, &source)?;
     // The plays counted are the day's once each: the rest of the day's valid rows were copies.
     let plays_column = songs
         .column_by_name("plays")
@@ -252,43 +250,31 @@ pub async fn count(
         duplicates: (in_day - kept) as u64,
         conflicts: conflict_rows,
         songs,
-        artists: conformed(&artists, &DAILY_ARTIST_COUNTS, &source)?,
+        artists: one_batch(&artists, &DAILY_ARTIST_COUNTS, &source)?,
         global_top: global,
-        country_top: candidates(&country_top, &source)?,
+        country_top: conformed(&country_top, &crate::topk::schema(), &source)?,
         version: session.version.clone(),
     })
 }
 
-/// The values of a one-row result of BIGINT columns.
-fn one_row(batches: &[RecordBatch]) -> Result<Vec<i64>> {
-    let b = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::Internal("a Spark summary with no row".into()))?;
-    b.columns()
-        .iter()
-        .map(|c| {
-            let c = arrow::compute::cast(c, &DataType::Int64)?;
-            Ok(c.as_primitive::<Int64Type>().value(0))
-        })
-        .collect()
-}
-
-/// Batches from the cluster in the output's schema (names and types, nulls refused).
-fn conformed(batches: &[RecordBatch], schema: &SchemaRef, source: &str) -> Result<RecordBatch> {
-    let parts = batches
-        .iter()
-        .map(|b| conform::batch(b, schema, source))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(arrow::compute::concat_batches(schema, &parts)?)
-}
-
-fn candidates(batches: &[RecordBatch], source: &str) -> Result<Vec<RecordBatch>> {
-    let schema = crate::topk::schema();
+/// Batches from the cluster in `schema` (names and types, nulls refused).
+fn conformed(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    source: &str,
+) -> Result<Vec<RecordBatch>> {
     Ok(batches
         .iter()
-        .map(|b| conform::batch(b, &schema, source))
+        .map(|b| conform::batch(b, schema, source))
         .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// [`conformed`], as one batch.
+fn one_batch(batches: &[RecordBatch], schema: &SchemaRef, source: &str) -> Result<RecordBatch> {
+    Ok(arrow::compute::concat_batches(
+        schema,
+        &conformed(batches, schema, source)?,
+    )?)
 }
 
 /// The bad rows, brought back and turned into rejects by the embedded engine's own rules (so
@@ -307,27 +293,35 @@ async fn collect_rejects(
         .await?;
     let target = conform::contract_schema(&PLAYS, &COLUMNS)?;
     while let Some(batch) = bad.next().await? {
+        // The contract's types (epoch milliseconds back to its timestamp: a reinterpretation).
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
+        for field in target.fields() {
+            let c = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::Internal(format!("the rejects query lacks {}", field.name()))
+            })?;
+            columns.push(arrow::compute::cast(c, field.data_type())?);
+        }
+        let rows = RecordBatch::try_new(target.clone(), columns)?;
         let src = arrow::compute::cast(batch.column(0), &DataType::Int64)?;
-        let src = src.as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            let file = usize::try_from(src.value(i))
+        let src = src.as_primitive::<Int64Type>().values();
+        // Ordered by file: each file's rows are validated together, under its name.
+        let mut start = 0;
+        while start < src.len() {
+            let len = src[start..]
+                .iter()
+                .take_while(|&&f| f == src[start])
+                .count();
+            let file = usize::try_from(src[start])
                 .ok()
                 .and_then(|f| files.get(f))
                 .ok_or_else(|| Error::Internal("a reject from an unknown file".into()))?;
-            let row = batch.slice(i, 1);
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
-            for field in target.fields() {
-                let c = row.column_by_name(field.name()).ok_or_else(|| {
-                    Error::Internal(format!("the rejects query lacks {}", field.name()))
-                })?;
-                // Epoch milliseconds back to the contract's timestamp (a reinterpretation).
-                columns.push(arrow::compute::cast(c, field.data_type())?);
-            }
-            let row = RecordBatch::try_new(target.clone(), columns)?;
-            let (_, found) = conform::validate(&row, &PLAYS, file, 0)?;
-            for r in found {
+            let (_, found) = conform::validate(&rows.slice(start, len), &PLAYS, file, 0)?;
+            for mut r in found {
+                // Row numbers of the slice, not of the file: none is known.
+                r.line = 0;
                 rejects.push(&r)?;
             }
+            start += len;
         }
     }
     Ok(())

@@ -293,6 +293,18 @@ fn vector_batch(ids: Vec<Option<i64>>, values: Vec<f32>, dim: i32, name: &str) -
     .unwrap()
 }
 
+/// The day's song embeddings and user features under `root`, one file each.
+fn write_day(root: &Path, songs: &RecordBatch, users: &RecordBatch) {
+    write(
+        &root.join(format!("song_embeddings/date={DATE}/part-0.parquet")),
+        songs,
+    );
+    write(
+        &root.join(format!("user_features/date={DATE}/part-0.parquet")),
+        users,
+    );
+}
+
 fn write(path: &Path, batch: &RecordBatch) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(
@@ -315,22 +327,13 @@ async fn unusable_vectors_are_rejected_and_ties_go_to_the_smaller_song() {
         2,
         "embedding",
     );
-    write(
-        &dir.path()
-            .join(format!("song_embeddings/date={DATE}/part-0.parquet")),
-        &songs,
-    );
     let users = vector_batch(
         vec![Some(1), None, Some(2)],
         vec![2.0, 5.0, 1.0, 1.0, -1.0, 0.0],
         2,
         "features",
     );
-    write(
-        &dir.path()
-            .join(format!("user_features/date={DATE}/part-0.parquet")),
-        &users,
-    );
+    write_day(dir.path(), &songs, &users);
     let err = recommend(dir.path(), &["--k", "2"]).await.unwrap_err();
     assert_eq!(
         err.exit_code(),
@@ -399,11 +402,6 @@ async fn a_user_given_twice_gets_one_list_and_the_repeat_is_rejected() {
         2,
         "embedding",
     );
-    write(
-        &dir.path()
-            .join(format!("song_embeddings/date={DATE}/part-0.parquet")),
-        &songs,
-    );
     // User 7 twice, far apart and with other features the second time, in unsorted input and
     // with no exclusions (which used to skip the sort that makes repeats adjacent).
     let users = vector_batch(
@@ -412,11 +410,7 @@ async fn a_user_given_twice_gets_one_list_and_the_repeat_is_rejected() {
         2,
         "features",
     );
-    write(
-        &dir.path()
-            .join(format!("user_features/date={DATE}/part-0.parquet")),
-        &users,
-    );
+    write_day(dir.path(), &songs, &users);
     let outcome = recommend(dir.path(), &["--k", "2", "--max-reject-share", "0.5"])
         .await
         .unwrap();
