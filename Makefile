@@ -65,15 +65,16 @@ test-rust:
 test-e2e: build
 	@export DATABASE_URL=$$(scripts/postgres.sh) && export SP_TANSU_BIN=$$(scripts/tansu.sh) && PY=$$(scripts/python-env.sh) && $$PY tests/e2e/play_counts_vs_duckdb.py --bin-dir $(BIN) \
 	  && scripts/with-broker.sh $$PY tests/e2e/kafka_path_vs_csv.py --bin-dir $(BIN) \
+	  && scripts/with-broker.sh $$PY tests/e2e/ingest_codecs.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/ab_vs_scipy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/recommend_vs_numpy.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/foreign_writers.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/readers_open_outputs.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN) \
-	  && scripts/with-spark.sh $$PY tests/e2e/spark_engine.py --bin-dir $(BIN)
+	  && scripts/with-spark.sh sh -c "$$PY tests/e2e/readers_open_outputs.py --bin-dir $(BIN) \
+	       && $$PY tests/e2e/spark_engine.py --bin-dir $(BIN)"
 
 # The compose file, rendered and checked by docker-compose (Debian's client; no engine needed).
 test-compose:
@@ -111,8 +112,12 @@ fuzz:
 	scripts/fuzz.sh
 
 # The lint covers fuzz/ too: it is compiled there, though only `make fuzz` links it.
+# cargo-machete finds dependencies no crate uses (each one costs build minutes); make installs it
+# on first use.
 lint:
 	cargo fmt --all --check
+	@command -v cargo-machete >/dev/null 2>&1 || CARGO_TARGET_DIR=$(HOME)/.cache/streampulse/tools-target cargo install --locked --quiet cargo-machete@0.9.2
+	cargo machete
 	cargo clippy --release --workspace --locked --all-targets -- -D warnings
 
 fmt:

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def main():
     b = pathlib.Path(a.bin_dir)
     remotes = {"sail": os.environ["SP_SAIL_REMOTE"], "spark": os.environ["SP_SPARK_REMOTE_TEST"]}
     rows = []
+    audit_root = pathlib.Path(a.work, "spark-audit")
+    shutil.rmtree(audit_root, ignore_errors=True)
+    audit_runs = audit_root / "runs" / "play-counts"
     for scale in [1, 4]:
         plays = a.plays * scale
         data = os.path.join(a.work, f"spark-{plays}")
@@ -55,7 +59,13 @@ def main():
         for name, flags in configs.items():
             runs = []
             for _ in range(a.runs):
+                records = set(pathlib.Path(data, "runs", "play-counts").glob("*.json"))
                 runs.append(measure([str(b / "play-counts"), "--date", DATE, "--data-root", data, *flags]))
+                if name == "spark":
+                    # The Apache Spark runs' records, at both scales, for the audit's cluster sizing.
+                    for f in set(pathlib.Path(data, "runs", "play-counts").glob("*.json")) - records:
+                        audit_runs.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(f, audit_runs / f.name)
                 got = digest(data, DATE)
                 if want is None:
                     want = got
@@ -98,6 +108,14 @@ def main():
               + ", ".join(f"{s}x {v:.2f}" for s, v in summary["spark_vs_pyspark_wall"].items()),
               "", "Our process's peak RSS, 4x over 1x: "
               + ", ".join(f"{c} {v:.2f}" for c, v in summary["rss_4x_over_1x"].items()), ""]
+    # The audit's projection of the cluster a growing day needs, from these Spark runs.
+    audit_out = audit_root / "report"
+    subprocess.run([str(b / "audit"), "--data-root", str(audit_root), "--out-dir", str(audit_out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = (audit_out / "audit.md").read_text()
+    cluster = report[report.index("## On a Spark cluster"):] if "## On a Spark cluster" in report else ""
+    lines += ["The audit on the Apache Spark runs (both scales), projecting the executor cores that keep "
+              "the day inside a 6 h window at 30 % growth a year:", "", "#" + cluster.strip(), ""]
     pathlib.Path(a.out + ".md").write_text("\n".join(lines))
     print("\n".join(lines))
 

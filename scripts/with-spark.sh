@@ -4,7 +4,8 @@
 #   SP_SPARK_REMOTE_TEST  Apache Spark itself (pyspark from PyPI, on the machine's Java 17), with
 #                    two executor processes (local-cluster[2,1,1024]) so plans really run
 #                    distributed.
-#   SP_SAIL_BIN      the sail command, for a test that starts (and stops) a server of its own.
+#   SP_SAIL_BIN      the sail command, for a test that starts (and stops) a server of its own;
+#   SP_SPARK_CLIENT_PYTHON  a Python with the Spark Connect client, for reading through Spark.
 # Each comes from its own virtual environment (scripts/python-env.sh, tests/spark/). Both stop
 # when the command ends, whatever its outcome; the command's exit code is returned.
 #   scripts/with-spark.sh CMD [ARGS...]
@@ -70,6 +71,9 @@ export SP_SAIL_REMOTE="sc://127.0.0.1:$sail_port"
 # For a test that needs a server of its own (to stop it mid-job).
 export SP_SAIL_BIN="$(dirname "$sail_py")/sail"
 export SP_SPARK_REMOTE_TEST="sc://127.0.0.1:$spark_port"
+# A Python with the Spark Connect client (pyspark-client, pandas, pyarrow), for tests that read
+# through Spark as an analyst would.
+export SP_SPARK_CLIENT_PYTHON="$sail_py"
 set +e
 "$@"
 code=$?

@@ -9,14 +9,18 @@ dataset directory under the root, inputs and outputs, with:
   pandas    pd.read_parquet('<dir>')                       (pyarrow engine, numpy dtypes)
   pyarrow   pyarrow.dataset.dataset('<dir>', partitioning='hive')
   polars    pl.read_parquet('<dir>/**/*.parquet', hive_partitioning=True)
+  spark     spark.read.parquet('<dir>')  on Apache Spark over Spark Connect (spark_read.py; the
+            server of scripts/with-spark.sh, SP_SPARK_REMOTE_TEST, and its client's Python,
+            SP_SPARK_CLIENT_PYTHON)
 
 Every run record must say how many bytes it read and wrote. Each reader must give the rows of the files read one by one (no partition inference) with the partition
 column added from the path: the same columns, the same rows, and for every column the file's
 type (DuckDB, pyarrow and Polars; pandas' numpy dtypes turn a nullable int into a float, so its
 rows are compared but its types are not). The partition column must not also be in the files (the
 Hive convention: pandas and pyarrow refuse to merge a column found in both), and a dataset
-directory must hold nothing but its partitions. The Spark reader is left to the Spark engine's
-test server, which this suite does not start yet.
+directory must hold nothing but its partitions. Spark's types are compared by Spark's names
+(it has one timestamp type, microseconds, for our milliseconds; `array<float>` for a fixed-size
+list), and it must infer `date=` as a date.
 
 Prints one line per check and a closing "N passed, M failed" line; exits 1 on any failure.
 """
@@ -25,7 +29,9 @@ import decimal
 import json
 import math
 import pathlib
+import os
 import re
+import subprocess
 import tempfile
 
 import duckdb
@@ -92,6 +98,42 @@ def kind(t):
     return s
 
 
+SPARK_KINDS = {"bigint": "int64", "int": "int32", "float": "float32", "double": "float64",
+               "boolean": "bool", "string": "string", "date": "date",
+               "timestamp": "timestamp_ms_utc", "array<float>": "float32_list"}
+
+
+def spark_kind(t):
+    """A Spark SQL type name as kind() names the others' (decimal(p,s) is the same in both)."""
+    return SPARK_KINDS.get(t, t)
+
+
+def spark_read(datasets, out):
+    """Every dataset read by Spark (spark_read.py, in the Spark client's environment) into `out`."""
+    remote, python = os.environ.get("SP_SPARK_REMOTE_TEST"), os.environ.get("SP_SPARK_CLIENT_PYTHON")
+    if not remote or not python:
+        check("Spark reader: a Spark Connect server to read with", False,
+              "SP_SPARK_REMOTE_TEST / SP_SPARK_CLIENT_PYTHON unset: run under scripts/with-spark.sh (make test does)")
+        return False
+    out.mkdir()
+    p = subprocess.run([python, pathlib.Path(__file__).with_name("spark_read.py"), "--remote", remote,
+                        "--out", out, *datasets], capture_output=True, text=True)
+    check("Spark reader: the Spark Connect client ran", p.returncode == 0, p.stderr[-2000:])
+    return p.returncode == 0
+
+
+def spark_of(directory, spark_dir):
+    """(columns, types, data) of the dataset as Spark read it; raises with Spark's error."""
+    error = spark_dir / f"{directory.name}.error"
+    if error.exists():
+        raise RuntimeError(error.read_text())
+    with pa.OSFile(str(spark_dir / f"{directory.name}.arrow")) as f:
+        t = pa.ipc.open_file(f).read_all()
+    types = json.loads((spark_dir / f"{directory.name}.types.json").read_text())
+    return (t.column_names, {c: spark_kind(types[c]) for c in t.column_names},
+            {c: t.column(c).to_pylist() for c in t.column_names})
+
+
 def partition_key(directory):
     keys = {p.name.split("=", 1)[0] for p in directory.iterdir() if p.is_dir() and "=" in p.name}
     return keys.pop() if len(keys) == 1 else None
@@ -135,7 +177,7 @@ def by_reader(directory):
     return out
 
 
-def check_dataset(directory):
+def check_dataset(directory, spark_dir=None):
     name = directory.name
     key = partition_key(directory)
     stray = [p.name for p in directory.iterdir() if not (p.is_dir() and "=" in p.name)]
@@ -151,6 +193,11 @@ def check_dataset(directory):
     except Exception as e:  # a reader that cannot open the directory is the failure being tested
         check(f"{name}: every reader opens the directory", False, f"{type(e).__name__}: {e}")
         return
+    if spark_dir is not None:
+        try:
+            readers["spark"] = spark_of(directory, spark_dir)
+        except Exception as e:
+            check(f"{name}: Spark opens the directory", False, f"{type(e).__name__}: {e}"[:600])
     for reader, (cols, got_types, data) in readers.items():
         check(f"{name}: {reader} sees the columns", sorted(cols) == sorted(columns),
               f"{sorted(cols)} != {sorted(columns)}")
@@ -164,7 +211,7 @@ def check_dataset(directory):
         if got_types is not None:
             wrong = {c: (got_types[c], t) for c, t in types.items() if got_types[c] != t}
             check(f"{name}: {reader} reads the file types", not wrong, str(wrong))
-            if key == "date" and reader in ("duckdb", "polars"):
+            if key == "date" and reader in ("duckdb", "polars", "spark"):
                 check(f"{name}: {reader} reads date= as a date", got_types[key] == "date", got_types[key])
 
 
@@ -200,8 +247,10 @@ def main():
         outputs = {"daily_song_counts", "daily_artist_counts", "charts", "recommendations", "revenue_by_song",
                    "revenue_by_artist", "revenue_by_label", "revenue_reconciliation", "ab_results"}
         check("every output dataset was written", outputs <= names, str(sorted(outputs - names)))
+        spark_dir = pathlib.Path(tmp, "spark-read")
+        spark = spark_read(datasets, spark_dir)
         for directory in datasets:
-            check_dataset(directory)
+            check_dataset(directory, spark_dir if spark else None)
     finish()
 
 

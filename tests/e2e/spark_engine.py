@@ -223,6 +223,32 @@ def main():
                 check(f"{name} revenue {label}: byte-identical outputs ({len(got)} files)", not differ and got,
                       ", ".join(differ))
                 print(f"  {name} revenue {label}: {time.monotonic() - started:.1f} s")
+        # The audit sizes a cluster from the Spark runs' records (their executor cores measured
+        # by the run itself): local-cluster[2,1,1024] has 2.
+        for name in engines:
+            out = os.path.join(tmp, f"audit-{name}")
+            code = run([b / "audit", "--data-root", roots[name], "--out-dir", out])
+            check(f"{name}: audit exits 0", code == 0, str(code))
+            if code != 0:
+                continue
+            doc = json.loads(pathlib.Path(out, "audit.json").read_text())
+            clusters = {c["pipeline"]: c for c in doc.get("clusters", [])}
+            check(f"{name}: the audit sizes a cluster for play-counts and revenue",
+                  {"play-counts", "revenue"} <= clusters.keys(), str(sorted(clusters)))
+            machine = {p["pipeline"] for p in doc["pipelines"]}
+            check(f"{name}: Spark runs are not projected as the machine's",
+                  "play-counts" not in machine and "revenue" not in machine, str(sorted(machine)))
+            for pipeline, c in clusters.items():
+                years = [y["year"] for y in c["projections"]]
+                needed = [y["cores_needed"] for y in c["projections"]]
+                check(f"{name} audit {pipeline}: years 0-5, executor cores for each",
+                      years == list(range(6)) and all(isinstance(n, int) and n >= 1 for n in needed), str(needed))
+                # Sail, one process, runs a range as a single partition.
+                want_cores = 2 if name == "spark" else 1
+                check(f"{name} audit {pipeline}: measured on {want_cores} executor cores",
+                      c["cores_measured"] == want_cores, str(c["cores_measured"]))
+            md = pathlib.Path(out, "audit.md").read_text()
+            check(f"{name}: the Markdown report has the cluster section", "## On a Spark cluster" in md)
         # A server that does not answer: 69, naming the endpoint, never the token.
         root = roots["sail"]
         p = subprocess.run(

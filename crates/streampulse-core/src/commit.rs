@@ -227,6 +227,16 @@ pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Ve
         .collect())
 }
 
+/// For a run that fails on its input after staging its rejects: publishes the rejects alone
+/// (the data's owner needs them to see why; the outputs stay as they were) and gives back the
+/// run's error. A failure to publish them is logged: the run's own error is the one to report.
+pub async fn fail_with_rejects<E>(root: &DataRoot, rejects: StagedPartition, error: E) -> E {
+    if let Err(e) = publish(root, vec![rejects]).await {
+        tracing::warn!(error = %e, "could not publish the rejects of the failed run");
+    }
+    error
+}
+
 /// Makes the record's renames happen; each step checks what is already done, so a replay after
 /// a crash completes what the crash interrupted. Replaced partitions move into `dir`, the
 /// commit's own directory.
@@ -235,7 +245,10 @@ fn apply(record: &Record, dir: &Path) -> Result<()> {
         if !e.staged.exists() {
             continue; // published before the crash
         }
-        if let Some(parent) = e.target.parent() {
+        let nothing_staged = e.beside.is_some() && file_names(&e.staged)?.is_empty();
+        if let Some(parent) = e.target.parent()
+            && !nothing_staged
+        {
             std::fs::create_dir_all(parent).map_err(|err| Error::io(parent, err))?;
         }
         match &e.beside {
@@ -259,7 +272,11 @@ fn apply(record: &Record, dir: &Path) -> Result<()> {
             Some(remove) => {
                 // The shard's new files first (each rename is atomic, one of the same name is
                 // replaced in place), then its stale ones go: no moment without the shard's rows.
-                std::fs::create_dir_all(&e.target).map_err(|err| Error::io(&e.target, err))?;
+                // A shard with nothing to add (no rejects) only removes its stale files: it
+                // makes no empty directory.
+                if !nothing_staged {
+                    std::fs::create_dir_all(&e.target).map_err(|err| Error::io(&e.target, err))?;
+                }
                 for name in file_names(&e.staged)? {
                     let dest = e.target.join(&name);
                     std::fs::rename(e.staged.join(&name), &dest)

@@ -288,6 +288,12 @@ pub enum PipelineError {
         line: u64,
     },
 
+    /// A run asked to stop (SIGTERM) before its work was done, that kept what it finished: 75,
+    /// so the scheduler runs it again. Runs that publish nothing on a signal never get here
+    /// (the runner drops them, also with 75).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -310,6 +316,7 @@ impl PipelineError {
             PipelineError::Core(e) => e.exit_code(),
             PipelineError::Inconsistent(_) => ExitCode::DataErr,
             PipelineError::Config(_) => ExitCode::Usage,
+            PipelineError::Interrupted(_) => ExitCode::TempFail,
             PipelineError::Internal(_) | PipelineError::NotSorted { .. } => ExitCode::Internal,
         }
     }

@@ -156,7 +156,9 @@ pub fn kafka_error(source: KafkaError, context: impl Into<String>) -> Error {
     }
 }
 
-/// The exit code of a Kafka failure: unreachable brokers are 69, the rest 75.
+/// The exit code of a Kafka failure: unreachable brokers are 69; records no retry can decode
+/// (a codec this build lacks, a corrupt batch) are bad input, 65; a refused authorization or a
+/// setting the broker rejects is the operator's to fix, 64; the rest 75.
 pub fn exit_code(e: &KafkaError) -> ExitCode {
     use RDKafkaErrorCode::*;
     let code = match e {
@@ -174,9 +176,25 @@ pub fn exit_code(e: &KafkaError) -> ExitCode {
             | UnknownTopic
             | UnknownPartition,
         ) => ExitCode::Unavailable,
-        Some(InvalidArgument | InvalidConfig | UnsupportedFeature | TopicAuthorizationFailed) => {
-            ExitCode::Usage
-        }
+        Some(
+            NotImplemented
+            | BadCompression
+            | BadMessage
+            | InvalidMessage
+            | InvalidRecord
+            | UnsupportedCompressionType,
+        ) => ExitCode::DataErr,
+        Some(
+            InvalidArgument
+            | InvalidConfig
+            | UnsupportedFeature
+            | UnsupportedVersion
+            | Authentication
+            | SaslAuthenticationFailed
+            | TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed,
+        ) => ExitCode::Usage,
         _ => ExitCode::TempFail,
     }
 }
@@ -520,6 +538,38 @@ mod tests {
         assert_eq!(topic_spec("plays").key, "user_id");
         assert!(topic_spec("plays").partitions > 1);
         assert_eq!(topic_spec("a-test-topic").partitions, 1);
+    }
+
+    #[test]
+    fn kafka_failures_map_to_who_must_act() {
+        use RDKafkaErrorCode::*;
+        let consume = |c| exit_code(&KafkaError::MessageConsumption(c));
+        // Records no retry decodes: the data's owner must act.
+        for c in [
+            NotImplemented,
+            BadCompression,
+            InvalidMessage,
+            InvalidRecord,
+        ] {
+            assert_eq!(consume(c), ExitCode::DataErr, "{c:?}");
+        }
+        // Refused by the broker: the operator's to fix.
+        for c in [
+            TopicAuthorizationFailed,
+            GroupAuthorizationFailed,
+            SaslAuthenticationFailed,
+        ] {
+            assert_eq!(consume(c), ExitCode::Usage, "{c:?}");
+        }
+        assert_eq!(
+            exit_code(&KafkaError::Global(AllBrokersDown)),
+            ExitCode::Unavailable
+        );
+        assert_eq!(
+            exit_code(&KafkaError::Global(OperationTimedOut)),
+            ExitCode::Unavailable
+        );
+        assert_eq!(consume(NotCoordinator), ExitCode::TempFail);
     }
 
     #[test]

@@ -182,12 +182,8 @@ impl DataRoot {
                     }
                 }
             }
-            DataRoot::ObjectStore {
-                store,
-                prefix: root,
-                ..
-            } => {
-                let base = root.clone().join(dataset);
+            DataRoot::ObjectStore { store, .. } => {
+                let base = self.object_path(dataset);
                 let listing = store.list_with_delimiter(Some(&base)).await?;
                 for p in listing.common_prefixes {
                     if let Some(v) = p.filename().and_then(|n| n.strip_prefix(&prefix)) {
@@ -364,8 +360,8 @@ impl DataRoot {
             DataRoot::Local(_) => Err(Error::Internal(
                 "a local partition is published by a commit".into(),
             )),
-            DataRoot::ObjectStore { store, prefix, .. } => {
-                let base = prefix.clone().join(dataset).join(partition.dir_name());
+            DataRoot::ObjectStore { store, .. } => {
+                let base = self.object_path(&format!("{dataset}/{}", partition.dir_name()));
                 let mut written = Vec::new();
                 for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
                     let entry = entry.map_err(|e| Error::io(staged, e))?;
@@ -410,8 +406,8 @@ impl DataRoot {
                     "local files are published by a commit".into(),
                 ));
             }
-            DataRoot::ObjectStore { store, prefix, url } => {
-                let base = prefix.clone().join(dataset).join(partition.dir_name());
+            DataRoot::ObjectStore { store, url, .. } => {
+                let base = self.object_path(&format!("{dataset}/{}", partition.dir_name()));
                 let old: Vec<_> = store.list(Some(&base)).try_collect().await?;
                 for meta in old {
                     let name = meta.location.filename().unwrap_or_default().to_string();
@@ -550,11 +546,14 @@ pub fn staging_dir(
     static STAGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = match root {
-        DataRoot::Local(p) => {
-            crate::commit::area(p)?.join(format!("{dataset}-{}-{n}", partition.dir_name()))
-        }
+        DataRoot::Local(p) => crate::commit::area(p)?.join(format!(
+            "{}-{}-{n}",
+            dataset.replace('/', "-"),
+            partition.dir_name()
+        )),
         DataRoot::ObjectStore { .. } => spill_dir.join(format!(
-            "sp-staging-{dataset}-{}-{}-{n}",
+            "sp-staging-{}-{}-{}-{n}",
+            dataset.replace('/', "-"),
             partition.dir_name(),
             std::process::id()
         )),

@@ -3,14 +3,17 @@
 //! Layout: `<root>/rejects/<pipeline>/<partition>/rejects.jsonl` (or `rejects-<part>.jsonl` when
 //! several writers share the partition), one JSON object per rejected row
 //! with `file`, `line`, `column`, `reason` and `raw`, so `wc -l` counts them. The file is streamed
-//! to a temporary sibling and renamed into place when the run ends; a run with no rejects removes
+//! into the run's staging area and published by the run's commit with its outputs (so a reader
+//! never sees a run's rejects beside another run's outputs); a run that fails on its input
+//! publishes its rejects alone, for the data's owner to see why; a run with no rejects removes
 //! a stale file from an earlier run of the same date.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use crate::error::{Error, PipelineError, Result};
-use crate::location::{DataRoot, Partition, temp_sibling};
+use crate::location::{DataRoot, Partition, staging_dir};
+use crate::output::StagedPartition;
 
 /// One rejected input row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -56,19 +59,23 @@ pub async fn once_sorted<T>(
     }
 }
 
-/// Streams rejects of one run to disk and publishes them at the end.
+/// Streams rejects of one run to disk, into a staging directory like any output's, and hands
+/// them to the run's commit ([`RejectSink::stage`]) or publishes them alone
+/// ([`RejectSink::finish`]).
 pub struct RejectSink {
-    target: PathBuf,
-    tmp: PathBuf,
-    writer: Option<BufWriter<std::fs::File>>,
-    count: u64,
     root: DataRoot,
-    rel: String,
+    spill_dir: PathBuf,
+    /// `rejects/<pipeline>`: a dataset of its own as far as publishing goes.
+    dataset: String,
+    partition: Partition,
+    name: String,
+    /// The staging directory and the file being written, from the first reject on.
+    file: Option<(PathBuf, BufWriter<std::fs::File>)>,
+    count: u64,
 }
 
 impl RejectSink {
-    /// A sink for `pipeline`'s rejects of `partition`. For object-store roots the file is staged
-    /// in `spill_dir` and uploaded by [`RejectSink::finish`].
+    /// A sink for `pipeline`'s rejects of `partition`.
     pub fn new(
         root: &DataRoot,
         spill_dir: &std::path::Path,
@@ -88,30 +95,29 @@ impl RejectSink {
         partition: &Partition,
         name: &str,
     ) -> Self {
-        let rel = format!("rejects/{pipeline}/{}/{name}", partition.dir_name());
-        let target = root.local_path(&rel).unwrap_or_else(|| {
-            spill_dir.join(format!(
-                "sp-rejects-{pipeline}-{}-{name}",
-                partition.dir_name()
-            ))
-        });
-        let tmp = temp_sibling(&target);
         RejectSink {
-            target,
-            tmp,
-            writer: None,
-            count: 0,
             root: root.clone(),
-            rel,
+            spill_dir: spill_dir.to_path_buf(),
+            dataset: format!("rejects/{pipeline}"),
+            partition: partition.clone(),
+            name: name.to_string(),
+            file: None,
+            count: 0,
         }
     }
 
     /// Where the rejects end up (for messages and run records).
     pub fn location(&self) -> String {
+        let rel = format!(
+            "{}/{}/{}",
+            self.dataset,
+            self.partition.dir_name(),
+            self.name
+        );
         match &self.root {
-            DataRoot::Local(_) => self.target.display().to_string(),
+            DataRoot::Local(root) => root.join(rel).display().to_string(),
             DataRoot::ObjectStore { url, .. } => {
-                format!("{}/{}", url.as_str().trim_end_matches('/'), self.rel)
+                format!("{}/{rel}", url.as_str().trim_end_matches('/'))
             }
         }
     }
@@ -120,16 +126,24 @@ impl RejectSink {
         self.count
     }
 
+    fn path(&self) -> PathBuf {
+        self.file
+            .as_ref()
+            .map(|(dir, _)| dir.join(&self.name))
+            .unwrap_or_default()
+    }
+
     pub fn push(&mut self, reject: &Reject) -> Result<()> {
-        if self.writer.is_none() {
-            let parent = self.tmp.parent().unwrap_or(std::path::Path::new("."));
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            let f = std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
-            self.writer = Some(BufWriter::with_capacity(1 << 16, f));
+        if self.file.is_none() {
+            let dir = staging_dir(&self.root, &self.spill_dir, &self.dataset, &self.partition)?;
+            let path = dir.join(&self.name);
+            let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            self.file = Some((dir, BufWriter::with_capacity(1 << 16, f)));
         }
-        if let Some(w) = self.writer.as_mut() {
+        let path = self.path();
+        if let Some((_, w)) = self.file.as_mut() {
             serde_json::to_writer(&mut *w, reject)?;
-            w.write_all(b"\n").map_err(|e| Error::io(&self.tmp, e))?;
+            w.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
         }
         self.count += 1;
         Ok(())
@@ -137,12 +151,13 @@ impl RejectSink {
 
     /// Where the sink is now, to [`RejectSink::rewind`] to.
     pub fn checkpoint(&mut self) -> Result<Checkpoint> {
-        let bytes = match self.writer.as_mut() {
-            Some(w) => {
-                w.flush().map_err(|e| Error::io(&self.tmp, e))?;
+        let path = self.path();
+        let bytes = match self.file.as_mut() {
+            Some((_, w)) => {
+                w.flush().map_err(|e| Error::io(&path, e))?;
                 w.get_ref()
                     .metadata()
-                    .map_err(|e| Error::io(&self.tmp, e))?
+                    .map_err(|e| Error::io(&path, e))?
                     .len()
             }
             None => 0,
@@ -157,44 +172,57 @@ impl RejectSink {
     /// keeps those before it.
     pub fn rewind(&mut self, to: Checkpoint) -> Result<()> {
         use std::io::{Seek, SeekFrom};
-        if let Some(w) = self.writer.as_mut() {
-            w.flush().map_err(|e| Error::io(&self.tmp, e))?;
+        let path = self.path();
+        if let Some((_, w)) = self.file.as_mut() {
+            w.flush().map_err(|e| Error::io(&path, e))?;
             let f = w.get_mut();
-            f.set_len(to.bytes).map_err(|e| Error::io(&self.tmp, e))?;
+            f.set_len(to.bytes).map_err(|e| Error::io(&path, e))?;
             f.seek(SeekFrom::Start(to.bytes))
-                .map_err(|e| Error::io(&self.tmp, e))?;
+                .map_err(|e| Error::io(&path, e))?;
         }
         self.count = to.count;
         Ok(())
     }
 
-    /// Closes the file and moves it into place (or removes a stale one when nothing was rejected).
-    pub async fn finish(mut self) -> Result<u64> {
-        match self.writer.take() {
-            Some(w) => {
+    /// Closes the file and gives it as a staged partition of `rejects/<pipeline>`, to publish
+    /// with the run's outputs in one commit: its file joins the partition beside others' (a
+    /// shard's), replacing the one of the same name; with nothing rejected, it removes a stale
+    /// one of an earlier run.
+    pub fn stage(mut self) -> Result<StagedPartition> {
+        let path = self.path();
+        let (dir, bytes, files) = match self.file.take() {
+            Some((dir, w)) => {
                 let f = w
                     .into_inner()
-                    .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-                f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-                std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-                if !self.root.is_local() {
-                    let bytes =
-                        std::fs::read(&self.target).map_err(|e| Error::io(&self.target, e))?;
-                    self.root.put_file(&self.rel, &bytes).await?;
-                    let _ = std::fs::remove_file(&self.target);
-                }
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&path, e))?;
+                let bytes = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+                (dir, bytes, 1)
             }
-            None => {
-                if self.root.is_local() {
-                    match std::fs::remove_file(&self.target) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io(&self.target, e)),
-                    }
-                }
-            }
+            None => (
+                staging_dir(&self.root, &self.spill_dir, &self.dataset, &self.partition)?,
+                0,
+                0,
+            ),
+        };
+        let name = self.name.clone();
+        Ok(StagedPartition {
+            dataset: self.dataset.clone(),
+            partition: self.partition.clone(),
+            dir,
+            rows: self.count,
+            bytes,
+            files,
+            stale: None,
         }
-        Ok(self.count)
+        .beside(move |n| n == name))
+    }
+
+    /// Publishes the rejects on their own (see [`RejectSink::stage`]); gives their count.
+    pub async fn finish(self) -> Result<u64> {
+        let (root, count) = (self.root.clone(), self.count);
+        crate::commit::publish(&root, vec![self.stage()?]).await?;
+        Ok(count)
     }
 
     /// Fails with exit 65 when more than `max_share` of `rows` were rejected.
@@ -211,12 +239,19 @@ impl RejectSink {
     }
 }
 
+/// A sink dropped unstaged (a failed run) removes what it wrote.
 impl Drop for RejectSink {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if let Some((dir, _)) = self.file.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// The datasets of rejects (`rejects/<pipeline>`), which a run's commit publishes with its
+/// outputs but which are not outputs.
+pub fn is_rejects(dataset: &str) -> bool {
+    dataset.starts_with("rejects/")
 }
 
 #[cfg(test)]
@@ -256,6 +291,64 @@ mod tests {
         let dir = tmp.path().join("rejects/recommend/date=2026-11-26");
         assert!(dir.join("rejects-shard-0.jsonl").exists());
         assert!(!dir.join("rejects-shard-1.jsonl").exists());
+    }
+
+    #[tokio::test]
+    async fn rejects_appear_with_the_runs_commit_and_not_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::Local(tmp.path().to_path_buf());
+        let part = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+        let target = tmp
+            .path()
+            .join("rejects/play-counts/date=2026-11-26/rejects.jsonl");
+        let reject = Reject {
+            file: "p.csv".into(),
+            line: 2,
+            column: None,
+            reason: "x".into(),
+            raw: "a".into(),
+        };
+        let mut sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
+        sink.push(&reject).unwrap();
+        assert_eq!(sink.location(), target.display().to_string());
+        let staged = sink.stage().unwrap();
+        assert!(!target.exists(), "staged rejects are not visible yet");
+        assert!(
+            !tmp.path().join("rejects").exists(),
+            "nothing is written under the rejects directory before the commit"
+        );
+        // A run that fails before its commit leaves no rejects behind it.
+        drop(staged);
+        assert!(!target.exists());
+        assert!(
+            std::fs::read_dir(tmp.path().join("_staging"))
+                .unwrap()
+                .flatten()
+                .all(
+                    |e| !e.path().is_dir() || std::fs::read_dir(e.path()).unwrap().next().is_none()
+                )
+        );
+        // Committed: they appear; a clean rerun's commit removes them, making no directory
+        // where there was none.
+        let mut sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
+        sink.push(&reject).unwrap();
+        crate::commit::publish(&root, vec![sink.stage().unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
+        let sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
+        crate::commit::publish(&root, vec![sink.stage().unwrap()])
+            .await
+            .unwrap();
+        assert!(!target.exists());
+        let other = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
+        let sink = RejectSink::new(&root, tmp.path(), "play-counts", &other);
+        assert_eq!(sink.finish().await.unwrap(), 0);
+        assert!(
+            !tmp.path()
+                .join("rejects/play-counts/date=2026-11-27")
+                .exists()
+        );
     }
 
     #[tokio::test]

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::location::{DataRoot, write_atomic};
 
+/// The field (in `extra`) of the executor cores a cluster engine's run had, which the audit
+/// projects a cluster's size from.
+pub const CLUSTER_CORES: &str = "cluster_cores";
+
 /// Measured facts about one run of one pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {

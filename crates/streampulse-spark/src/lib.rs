@@ -210,6 +210,23 @@ fn retry_policy() -> spark_connect_core::RetryPolicy {
 
 /// A Spark Connect session: one per run, every query of the run in it (its temporary views
 /// and settings are the session's).
+/// A cluster as a run measured it, for the run record (see [`Session::describe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub version: String,
+    pub cores: Option<u64>,
+}
+
+impl Cluster {
+    /// `spark_version` and `cluster_cores` in the run record; the audit reads them back.
+    pub fn record(&self, meter: &mut streampulse_core::run_record::RunMeter) {
+        meter.set("spark_version", self.version.clone());
+        if let Some(cores) = self.cores {
+            meter.set(streampulse_core::run_record::CLUSTER_CORES, cores);
+        }
+    }
+}
+
 pub struct Session {
     client: SparkConnectClient,
     builder: ChannelBuilder,
@@ -387,6 +404,36 @@ impl Session {
             out.push(b);
         }
         Ok(out)
+    }
+
+    /// What the run record says of the cluster: its version, and the cores it runs a job on
+    /// now (the partitions it splits a range into by its default parallelism: the executors'
+    /// cores on Spark; Sail, one process, runs a range as one partition and says 1), from which
+    /// the audit projects the cluster
+    /// a pipeline needs. A cluster that cannot say gives no cores, not a failed run.
+    pub async fn describe(&self) -> Cluster {
+        let cores = match self
+            // The partition id in a subquery: Spark refuses a non-deterministic expression
+            // inside an aggregate.
+            .counts(
+                "SELECT count(DISTINCT p) FROM \
+                 (SELECT spark_partition_id() AS p FROM range(0, 1048576))",
+            )
+            .await
+        {
+            Ok(n) => n
+                .first()
+                .and_then(|&c| u64::try_from(c).ok())
+                .filter(|&c| c > 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not measure the cluster's cores");
+                None
+            }
+        };
+        Cluster {
+            version: self.version.clone(),
+            cores,
+        }
     }
 
     /// Runs `sql`, a query of one row of integer columns (counts), and gives that row.

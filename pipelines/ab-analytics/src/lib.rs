@@ -359,9 +359,18 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.rows_in = rows_in;
     let share_check = rejects.check_share(rows_in, cfg.max_reject_share);
     let rejects_at = rejects.location();
-    let rejected = rejects.finish().await?;
+    let rejected = rejects.count();
     meter.rows_rejected = rejected;
-    share_check?;
+    // Published with the results, in the run's commit; alone if the input fails the run.
+    let rejects = rejects.stage()?;
+    if let Err(e) = share_check {
+        return Err(streampulse_core::commit::fail_with_rejects(
+            &common.data_root,
+            rejects,
+            e.into(),
+        )
+        .await);
+    }
     if rejected > 0 {
         tracing::warn!(rejected, rejects = %rejects_at, "rows rejected");
     }
@@ -373,10 +382,13 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     {
         // The day's assignments are there, without this experiment: no retry will change that
         // (65), unlike a partition that has not arrived yet (66).
-        return Err(Error::Inconsistent(format!(
+        let error = Error::Inconsistent(format!(
             "no assignments of experiment {id} in {}",
             inputs.assignments
-        )));
+        ));
+        return Err(
+            streampulse_core::commit::fail_with_rejects(&common.data_root, rejects, error).await,
+        );
     }
     for id in plans.keys() {
         if !experiments.iter().any(|e| &e.id == id) {
@@ -429,9 +441,11 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         meter.rows_out += s.rows;
         meter.bytes_out += s.bytes;
     }
+    staged.push(rejects);
     outcome.outputs = streampulse_core::commit::publish(&common.data_root, staged)
         .await?
         .into_iter()
+        .filter(|p| !streampulse_core::rejects::is_rejects(&p.dataset))
         .map(|p| p.url.clone())
         .collect();
     for r in &reports {

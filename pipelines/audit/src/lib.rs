@@ -21,6 +21,12 @@
 //!   such a pair the report assumes no gain beyond the threads measured, and says so;
 //! * the **recommendation** follows from the projection: stay, bound memory, add shards
 //!   (recommend), optimise the serial share, or scale out.
+//!
+//! Runs on the Spark engine (`engine = spark` in the record) are audited apart, as a **cluster**
+//! ([`audit_cluster`]): their wall fitted against rows in as a fixed cost (session, planning,
+//! scheduling) plus a per-row cost on the executor cores the run had (`cluster_cores`), and the
+//! executor cores that keep each year's projected day inside the window, assuming the per-row
+//! part divides over executor cores (Spark's aggregations are partitioned; the report says so).
 
 pub mod report;
 
@@ -362,6 +368,193 @@ const SMALL_BASELINE_ROWS: f64 = 1e6;
 const POOR_R2: f64 = 0.9;
 const POOR_ERROR: f64 = 0.25;
 
+/// The band's half-width around a projection, as a share of it: the fit's largest error (at
+/// least 10 %), doubled with a warning when the fit is poor, 50 % without a fit.
+fn band(f: Option<&Fit>, what: &str, warnings: &mut Vec<String>) -> f64 {
+    match f {
+        Some(f) if f.r2 < POOR_R2 || f.max_rel_error > POOR_ERROR => {
+            warnings.push(format!(
+                "the {what} fit is poor (R² {:.2}, largest error {:.0} %): the band is doubled",
+                f.r2,
+                100.0 * f.max_rel_error
+            ));
+            2.0 * f.max_rel_error.max(0.1)
+        }
+        Some(f) => f.max_rel_error.max(0.1),
+        None => 0.5,
+    }
+}
+
+/// True for the runs of a cluster engine, which [`audit_cluster`] audits apart.
+pub fn on_cluster(r: &RunRecord) -> bool {
+    r.engine == "spark"
+}
+
+/// One year of a cluster projection.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ClusterProjection {
+    pub year: u32,
+    pub rows_in: f64,
+    /// On the executor cores measured, with the band.
+    pub runtime_seconds: f64,
+    pub runtime_high: f64,
+    /// Executor cores that keep the band's upper edge inside the window; `None` when the fixed
+    /// cost alone does not fit.
+    pub cores_needed: Option<u64>,
+}
+
+/// A pipeline's runs on the Spark engine, projected onto a cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterAudit {
+    pub pipeline: String,
+    pub runs: usize,
+    /// The executor cores of the runs fitted.
+    pub cores_measured: u64,
+    pub spark_version: String,
+    /// The largest run fitted.
+    pub latest: RunRecord,
+    pub time_fit: Option<Fit>,
+    /// Seconds a run pays whatever its size: the fit's intercept (0 from one size).
+    pub fixed_seconds: f64,
+    pub method: String,
+    pub warnings: Vec<String>,
+    pub projections: Vec<ClusterProjection>,
+    pub recommendation: String,
+}
+
+/// Executor cores that run `variable` seconds of per-row work (measured on `measured` cores)
+/// plus `fixed` seconds inside `window`.
+pub fn cores_needed(measured: u64, fixed: f64, variable: f64, window: f64) -> Option<u64> {
+    let room = window - fixed;
+    if room <= 0.0 {
+        return None;
+    }
+    Some(((measured as f64 * variable.max(0.0) / room).ceil() as u64).max(1))
+}
+
+/// Audits a pipeline's successful Spark runs (any order): `None` without one that recorded its
+/// cluster's cores.
+pub fn audit_cluster(
+    name: &str,
+    runs: &[RunRecord],
+    window_seconds: f64,
+    growth: f64,
+    years: u32,
+) -> Option<ClusterAudit> {
+    let cores_of = |r: &RunRecord| {
+        r.extra
+            .get(streampulse_core::run_record::CLUSTER_CORES)
+            .and_then(|v| v.as_u64())
+            .filter(|&c| c > 0)
+    };
+    let ok: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.exit_code == 0 && on_cluster(r) && cores_of(r).is_some())
+        .collect();
+    let version_of = |r: &RunRecord| {
+        r.extra
+            .get("spark_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    // The cluster of the largest run (its cores and Spark version); runs on other clusters are
+    // left out of the fit.
+    let latest = (*ok
+        .iter()
+        .max_by(|a, b| data_size(a).total_cmp(&data_size(b)))?)
+    .clone();
+    let cores = cores_of(&latest)?;
+    let spark_version = version_of(&latest);
+    let same: Vec<&RunRecord> = ok
+        .into_iter()
+        .filter(|r| cores_of(r) == Some(cores) && version_of(r) == spark_version)
+        .collect();
+    let points: Vec<(f64, f64)> = same
+        .iter()
+        .map(|r| (data_size(r), r.wall_seconds))
+        .collect();
+    let base_rows = data_size(&latest);
+    // Sizes this close cannot separate the fixed cost from the per-row cost.
+    let smallest = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let time_fit = fit(&points).filter(|f| f.slope > 0.0 && base_rows >= 1.5 * smallest);
+    let mut warnings = Vec::new();
+    if base_rows < SMALL_BASELINE_ROWS {
+        warnings.push(format!(
+            "the cluster baseline is a small run ({base_rows:.0} rows): its fixed cost dominates, \
+             so the per-row cost is uncertain"
+        ));
+    }
+    let time_band = band(time_fit.as_ref(), "cluster runtime", &mut warnings);
+    let (fixed, per_row) = match &time_fit {
+        Some(f) => (f.intercept.max(0.0), f.slope),
+        None => {
+            warnings.push(
+                "one input size on the cluster (or sizes within 1.5x): runtime scaled in proportion to the input with no \
+                 fixed cost, a ±50 % band; run it at more sizes to fit"
+                    .to_string(),
+            );
+            (0.0, latest.wall_seconds / base_rows.max(1.0))
+        }
+    };
+    warnings.push(format!(
+        "executor scaling assumed, not measured: the per-row part divides over executor cores \
+         (measured on {cores}); shuffles and skew make it less than linear"
+    ));
+    let projections: Vec<ClusterProjection> = (0..=years)
+        .map(|y| {
+            let rows = base_rows * (1.0 + growth).powi(y as i32);
+            let runtime = fixed + per_row * rows;
+            let high = runtime * (1.0 + time_band);
+            ClusterProjection {
+                year: y,
+                rows_in: rows,
+                runtime_seconds: runtime,
+                runtime_high: high,
+                cores_needed: cores_needed(cores, fixed, high - fixed, window_seconds),
+            }
+        })
+        .collect();
+    let most = projections.iter().map(|p| p.cores_needed).max().flatten();
+    let recommendation = match projections.iter().find(|p| p.cores_needed.is_none()) {
+        Some(p) => format!(
+            "the fixed cost alone ({fixed:.0} s) misses the window from year {}",
+            p.year
+        ),
+        None => format!(
+            "{} executor cores keep year {years} inside the window (measured on {cores})",
+            most.unwrap_or(1)
+        ),
+    };
+    let method = match &time_fit {
+        Some(f) => format!(
+            "fitted on {} Spark runs on {cores} executor cores: {fixed:.1} s fixed + {:.3} µs per \
+             row (R² {:.3}, largest error {:.0} %)",
+            f.points,
+            per_row * 1e6,
+            f.r2,
+            100.0 * f.max_rel_error
+        ),
+        None => format!(
+            "one Spark run on {cores} executor cores: {:.3} µs per row",
+            per_row * 1e6
+        ),
+    };
+    Some(ClusterAudit {
+        pipeline: name.to_string(),
+        runs: same.len(),
+        cores_measured: cores,
+        spark_version,
+        latest,
+        time_fit,
+        fixed_seconds: fixed,
+        method,
+        warnings,
+        projections,
+        recommendation,
+    })
+}
+
 /// Audits one pipeline from its successful runs (any order).
 pub fn audit_pipeline(
     name: &str,
@@ -371,14 +564,15 @@ pub fn audit_pipeline(
     growth: f64,
     years: u32,
 ) -> Option<PipelineAudit> {
+    // The machine's projection is from runs on the machine: a cluster's are audited apart.
     let mut ok: Vec<(&RunRecord, &'static str)> = runs
         .iter()
-        .filter(|r| r.exit_code == 0)
+        .filter(|r| r.exit_code == 0 && !on_cluster(r))
         .map(|r| (r, "production"))
         .chain(
             calibration
                 .iter()
-                .filter(|r| r.exit_code == 0)
+                .filter(|r| r.exit_code == 0 && !on_cluster(r))
                 .map(|r| (r, "calibration")),
         )
         .collect();
@@ -416,20 +610,6 @@ pub fn audit_pipeline(
              (or calibrate with more --calibrate-plays)"
         ));
     }
-    let poor = |f: &Fit| f.r2 < POOR_R2 || f.max_rel_error > POOR_ERROR;
-    // The band's half-width, as a share of the projection.
-    let band = |f: Option<&Fit>, what: &str, warnings: &mut Vec<String>| match f {
-        Some(f) if poor(f) => {
-            warnings.push(format!(
-                "the {what} fit is poor (R² {:.2}, largest error {:.0} %): the band is doubled",
-                f.r2,
-                100.0 * f.max_rel_error
-            ));
-            2.0 * f.max_rel_error.max(0.1)
-        }
-        Some(f) => f.max_rel_error.max(0.1),
-        None => 0.5,
-    };
     let time_band = band(time_fit.as_ref(), "runtime", &mut warnings);
     let memory_band = band(memory_fit.as_ref(), "memory", &mut warnings);
     let scaling_words = match &scaling {
@@ -741,6 +921,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             )
         })
         .collect();
+    let clusters: Vec<ClusterAudit> = runs
+        .iter()
+        .filter_map(|(name, r)| {
+            audit_cluster(name, r, cfg.machine.window_seconds, cfg.growth, cfg.years)
+        })
+        .collect();
     meter.rows_in = runs.values().map(|r| r.len() as u64).sum();
     meter.rows_out = audits.len() as u64;
     meter.engine = "none".into();
@@ -749,6 +935,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         years: cfg.years,
         machine: cfg.machine,
         pipelines: audits,
+        clusters,
     };
     let mut outputs = Vec::new();
     for (name, bytes) in [
@@ -807,6 +994,70 @@ mod tests {
             0.0
         );
         assert!(Scaling::measure(2, 1.0, 2, 1.0).is_none());
+    }
+
+    fn spark_run(rows: u64, wall: f64, cores: u64) -> RunRecord {
+        let mut meter = RunMeter::start("play-counts", "2026-11-26");
+        meter.engine = "spark".into();
+        meter.rows_in = rows;
+        meter.set(streampulse_core::run_record::CLUSTER_CORES, cores);
+        meter.set("spark_version", "4.3.0");
+        let mut r = meter.finish(0, None);
+        r.wall_seconds = wall;
+        r
+    }
+
+    #[test]
+    fn a_cluster_is_sized_from_its_fixed_and_per_row_cost() {
+        // 20 s fixed + 2 µs a row on 2 cores: 1 M rows 22 s, 4 M rows 28 s.
+        let runs = [
+            spark_run(1_000_000, 22.0, 2),
+            spark_run(4_000_000, 28.0, 2),
+            // Another cluster's run is left out of the fit.
+            spark_run(2_000_000, 99.0, 8),
+        ];
+        let window = 100.0;
+        let a = audit_cluster("play-counts", &runs, window, 1.0, 3).unwrap();
+        assert_eq!((a.cores_measured, a.runs), (2, 2));
+        assert!((a.fixed_seconds - 20.0).abs() < 1e-6, "{a:?}");
+        assert_eq!(a.spark_version, "4.3.0");
+        // Year 3: 32 M rows, 20 s + 64 s on 2 cores; the band's edge (+10 %) leaves 72.4 s of
+        // per-row work for 80 s of room: 2 cores.
+        let y3 = a.projections[3];
+        assert!((y3.rows_in - 32e6).abs() < 1.0);
+        assert!((y3.runtime_seconds - 84.0).abs() < 1e-6, "{y3:?}");
+        let high = 84.0 * 1.1;
+        assert_eq!(
+            y3.cores_needed,
+            Some((2.0 * (high - 20.0) / 80.0_f64).ceil() as u64)
+        );
+        assert!(
+            a.recommendation.contains("executor cores"),
+            "{}",
+            a.recommendation
+        );
+        // Machine runs are not the cluster's, and a run without its cores says nothing.
+        let mut embedded = spark_run(1_000_000, 1.0, 2);
+        embedded.engine = "datafusion".into();
+        let mut unknown = spark_run(1_000_000, 1.0, 2);
+        unknown.extra.clear();
+        assert!(
+            audit_cluster("play-counts", &[embedded.clone(), unknown], window, 0.3, 5).is_none()
+        );
+        let m = Machine {
+            memory_bytes: 1 << 36,
+            cores: 16,
+            window_seconds: window,
+        };
+        assert!(audit_pipeline("play-counts", &runs, &[], &m, 0.3, 5).is_none());
+        assert!(audit_pipeline("play-counts", &[embedded], &[], &m, 0.3, 5).is_some());
+    }
+
+    #[test]
+    fn cores_scale_the_per_row_part_only() {
+        assert_eq!(cores_needed(2, 20.0, 160.0, 100.0), Some(4));
+        assert_eq!(cores_needed(2, 20.0, 1.0, 100.0), Some(1));
+        assert_eq!(cores_needed(2, 120.0, 1.0, 100.0), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::{Machine, PipelineAudit};
+use crate::{ClusterAudit, Machine, PipelineAudit};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Document {
@@ -11,6 +11,8 @@ pub struct Document {
     pub years: u32,
     pub machine: Machine,
     pub pipelines: Vec<PipelineAudit>,
+    /// The pipelines measured on the Spark engine, projected onto a cluster.
+    pub clusters: Vec<ClusterAudit>,
 }
 
 pub fn json(doc: &Document) -> serde_json::Result<Vec<u8>> {
@@ -133,6 +135,58 @@ pub fn markdown(doc: &Document) -> String {
             bytes(p.latest.host_memory_bytes as f64)
         );
     }
+    s.push_str(&cluster_markdown(doc));
+    s
+}
+
+/// The cluster section: for each pipeline measured on the Spark engine, the executor cores that
+/// keep each year inside the window.
+fn cluster_markdown(doc: &Document) -> String {
+    let mut s = String::new();
+    if doc.clusters.is_empty() {
+        return s;
+    }
+    let _ = write!(
+        s,
+        "\n## On a Spark cluster (the Spark engine's runs: runtime on the cores measured / executor \
+         cores for a {} window)\n\n| pipeline | measured on |",
+        duration(doc.machine.window_seconds)
+    );
+    for y in 0..=doc.years {
+        let _ = write!(s, " year {y} |");
+    }
+    s.push_str(" recommendation |\n|---|---|");
+    for _ in 0..=doc.years {
+        s.push_str("---:|");
+    }
+    s.push_str("---|\n");
+    for c in &doc.clusters {
+        let _ = write!(
+            s,
+            "| {} | {} cores, Spark {} |",
+            c.pipeline, c.cores_measured, c.spark_version
+        );
+        for y in &c.projections {
+            let cores = y
+                .cores_needed
+                .map_or_else(|| "does not fit".to_string(), |n| format!("{n} cores"));
+            let _ = write!(
+                s,
+                " {} ({}) / {} |",
+                duration(y.runtime_seconds),
+                rows(y.rows_in),
+                cores
+            );
+        }
+        let _ = writeln!(s, " {} |", c.recommendation);
+    }
+    s.push('\n');
+    for c in &doc.clusters {
+        let _ = writeln!(s, "- {}: {}.", c.pipeline, c.method);
+        for w in &c.warnings {
+            let _ = writeln!(s, "- {}: {w}.", c.pipeline);
+        }
+    }
     s
 }
 
@@ -252,6 +306,47 @@ pub fn html(doc: &Document) -> String {
                 &bytes
             )
         );
+    }
+    if !doc.clusters.is_empty() {
+        let _ = writeln!(
+            s,
+            "<h2>On a Spark cluster</h2><table><tr><th>pipeline</th><th>measured on</th><th>year</th><th>rows in</th><th>runtime (measured cores)</th><th>executor cores for the window</th></tr>"
+        );
+        for c in &doc.clusters {
+            for y in &c.projections {
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td><td>{} cores, Spark {}</td><td>{}</td><td>{}</td><td>{} (to {})</td><td>{}</td></tr>",
+                    escape(&c.pipeline),
+                    c.cores_measured,
+                    escape(&c.spark_version),
+                    y.year,
+                    rows(y.rows_in),
+                    duration(y.runtime_seconds),
+                    duration(y.runtime_high),
+                    y.cores_needed
+                        .map_or_else(|| "does not fit".to_string(), |n| n.to_string())
+                );
+            }
+        }
+        s.push_str("</table>\n");
+        for c in &doc.clusters {
+            let _ = writeln!(
+                s,
+                "<p><strong>{}:</strong> {}; {}.</p>",
+                escape(&c.pipeline),
+                escape(&c.method),
+                escape(&c.recommendation)
+            );
+            for w in &c.warnings {
+                let _ = writeln!(
+                    s,
+                    "<p class=\"warning\"><strong>{}:</strong> {}.</p>",
+                    escape(&c.pipeline),
+                    escape(w)
+                );
+            }
+        }
     }
     s.push_str("</body></html>\n");
     s

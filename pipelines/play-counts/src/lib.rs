@@ -44,7 +44,7 @@ use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dat
 use streampulse_core::location::Partition;
 use streampulse_core::output::{StagedPartition, write_partition};
 use streampulse_core::progress::Progress;
-use streampulse_core::rejects::RejectSink;
+use streampulse_core::rejects::{RejectSink, is_rejects};
 use streampulse_core::run_record::RunMeter;
 use streampulse_core::schema::{CHARTS, DAILY_ARTIST_COUNTS, DAILY_SONG_COUNTS, PLAYS};
 use streampulse_core::stream::{batch_stream, blocking_stream};
@@ -626,7 +626,7 @@ async fn count_on_spark(
     };
     tracing::info!(input = %url, remote = %spark_cfg.remote, "counting the day on Spark");
     let counted = Box::pin(spark::count(cfg, spark_cfg, ctx, &url, &mut rejects)).await?;
-    meter.set("spark_version", counted.version.clone());
+    counted.cluster.record(meter);
     let n = cfg.chart_size as usize;
     let top = |batches: Vec<RecordBatch>| {
         Box::pin(RecordBatchStreamAdapter::new(
@@ -701,7 +701,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     }
     let rejects_at = sink.location();
     let share_check = sink.check_share(records, cfg.max_reject_share);
-    let rejected = sink.finish().await?;
+    let rejected = sink.count();
+    // Published with the outputs, in the run's commit; alone if the input fails the run.
+    let rejects = sink.stage()?;
     if rejected > 0 {
         tracing::warn!(rejected, rows = records, path = %rejects_at, "rejected input rows");
     }
@@ -712,8 +714,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "rows outside the logical date left to their own day"
         );
     }
-    // On this and any later error, the staged partitions clean up after themselves when dropped.
-    share_check?;
+    // On any later error, the staged partitions clean up after themselves when dropped.
+    if let Err(e) = share_check {
+        return Err(commit::fail_with_rejects(&common.data_root, rejects, e.into()).await);
+    }
 
     // The contract: artist_id is the song's primary artist. A day that gives a song two artists
     // is a broken export; say which songs rather than count them under one of the two.
@@ -722,10 +726,11 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             .iter()
             .map(|(s, a, m)| format!("song {s} by artists {a} and {m}"))
             .collect();
-        return Err(Error::Inconsistent(format!(
+        let error = Error::Inconsistent(format!(
             "the day's plays give songs more than one artist_id (first: {})",
             first.join("; ")
-        )));
+        ));
+        return Err(commit::fail_with_rejects(&common.data_root, rejects, error).await);
     }
     let mut staged = Vec::new();
     for (dataset, schema, batch) in [
@@ -755,7 +760,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         chart_rows: 0,
         kafka_messages: None,
     };
-    for s in &staged {
+    staged.push(rejects);
+    for s in staged.iter().filter(|s| !is_rejects(&s.dataset)) {
         meter.rows_out += s.rows;
         meter.bytes_out += s.bytes;
         match s.dataset.as_str() {
@@ -768,7 +774,11 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     // (a consumer can always read the partition a message names). A Kafka failure then fails
     // the run, with the Parquet outputs published.
     let published = commit::publish(&common.data_root, staged).await?;
-    outcome.outputs = published.iter().map(|p| p.url.clone()).collect();
+    outcome.outputs = published
+        .iter()
+        .filter(|p| !is_rejects(&p.dataset))
+        .map(|p| p.url.clone())
+        .collect();
     let sent = match (&cfg.kafka, published.iter().find(|p| p.dataset == "charts")) {
         (Some(dest), Some(charts)) => {
             // One message per chart entry, keyed by scope (`global` or a country code), with

@@ -48,8 +48,8 @@ pub struct Counted {
     /// [`crate::topk::top_per_scope`].
     pub global_top: Vec<RecordBatch>,
     pub country_top: Vec<RecordBatch>,
-    /// The Spark version the server reported (for the run record).
-    pub version: String,
+    /// The cluster's version and cores (for the run record).
+    pub cluster: streampulse_spark::Cluster,
 }
 
 /// True where a row breaks the contract: a null anywhere (every column here is required) or a
@@ -253,7 +253,7 @@ pub async fn count(
         artists: one_batch(&artists, &DAILY_ARTIST_COUNTS, &source)?,
         global_top: global,
         country_top: conformed(&country_top, &crate::topk::schema(), &source)?,
-        version: session.version.clone(),
+        cluster: session.describe().await,
     })
 }
 

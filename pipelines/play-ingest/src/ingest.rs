@@ -9,10 +9,18 @@
 //!
 //! On a rebalance, the records held for revoked partitions are dropped unwritten: their new
 //! owner reads them again from the last commit.
+//!
+//! A batch run (`--until-caught-up`) always ends: an error that retrying does not cure (a batch
+//! it cannot decompress or decode, a refused authorization) fails it after
+//! [`PERMANENT_ATTEMPTS`] tries; a broker that fails (librdkafka reports transport errors) and
+//! sends nothing since (no record, no end of partition, no group assignment) for
+//! `--kafka-timeout-s` fails it with 69; SIGTERM before it has caught up
+//! writes and commits what it read, then exits 75 so the scheduler runs it again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
@@ -23,7 +31,9 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use streampulse_core::exit::ExitCode;
 use streampulse_core::kafka::{client_config, ensure_topics, kafka_error};
 use streampulse_core::location::DataRoot;
 use streampulse_core::location::Partition;
@@ -55,10 +65,44 @@ pub struct IngestSummary {
     pub caught_up: bool,
 }
 
-/// Collects the partitions a rebalance takes away, for the loop to drop what it holds of them.
+/// The same consumer error this many times in a row, with no record read between, ends the run:
+/// librdkafka fetches the same offsets again after each, so more tries change nothing.
+pub const PERMANENT_ATTEMPTS: u32 = 5;
+
+/// Counts the permanent errors met since the last record read.
+#[derive(Debug, Default)]
+struct Retries {
+    attempts: u32,
+}
+
+impl Retries {
+    /// Records an error; true when it is permanent and has now been met often enough to stop.
+    /// Permanent means what the core classifies as not worth a retry: bad input (a batch this
+    /// build cannot decompress or decode) or the operator's to fix (a refused authorization).
+    /// Transport errors are not: librdkafka reconnects.
+    fn exhausted(&mut self, error: &KafkaError) -> bool {
+        match streampulse_core::kafka::exit_code(error) {
+            ExitCode::DataErr | ExitCode::Usage => {
+                self.attempts += 1;
+                self.attempts >= PERMANENT_ATTEMPTS
+            }
+            _ => false,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.attempts = 0;
+    }
+}
+
+/// Collects the partitions a rebalance takes away, for the loop to drop what it holds of them,
+/// and what a stalled batch run reports: the rebalances seen and the broker's last error.
 struct IngestContext {
     topic: String,
     revoked: Arc<Mutex<Vec<i32>>>,
+    rebalances: Arc<AtomicU64>,
+    /// The broker's last error and when it came.
+    last_error: Arc<Mutex<Option<(KafkaError, Instant)>>>,
 }
 
 impl ClientContext for IngestContext {
@@ -67,11 +111,12 @@ impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(
             error,
-            KafkaError::PartitionEOF(_)
-                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
         if !eof {
             tracing::warn!(%error, reason, "librdkafka");
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((error, Instant::now()));
         }
     }
 }
@@ -89,6 +134,8 @@ impl ConsumerContext for IngestContext {
                 );
             }
             Rebalance::Assign(tpl) => {
+                // An empty assignment counts too: the group answered.
+                self.rebalances.fetch_add(1, Ordering::Relaxed);
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?parts, "partitions assigned");
             }
@@ -382,9 +429,13 @@ pub async fn run(
     meter.engine = "rdkafka".into();
     ensure_topics(&cfg.brokers, &[&cfg.topic], cfg.kafka_timeout).await?;
     let revoked = Arc::new(Mutex::new(Vec::new()));
+    let rebalances = Arc::new(AtomicU64::new(0));
+    let last_error = Arc::new(Mutex::new(None));
     let context = IngestContext {
         topic: cfg.topic.clone(),
         revoked: revoked.clone(),
+        rebalances: rebalances.clone(),
+        last_error: last_error.clone(),
     };
     let heartbeat = (cfg.session_timeout_ms / 6).clamp(100, 3000);
     let consumer: StreamConsumer<IngestContext> = client_config(&cfg.brokers, PIPELINE)
@@ -417,32 +468,57 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let started = Instant::now();
-    let session = std::time::Duration::from_millis(cfg.session_timeout_ms.into());
+    let session = Duration::from_millis(cfg.session_timeout_ms.into());
     // A member that died before this one joined keeps its partitions until its session expires;
     // the rebalance that follows hands them over. A batch run stays at least two session
     // timeouts, so it cannot finish with an orphaned partition nobody read.
     let settle = 2 * session;
-    let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut check = tokio::time::interval(Duration::from_millis(250));
     let mut last_assigned = Instant::now();
+    // The last sign of life from the broker: a record, an end of partition, a rebalance, or the
+    // end of one of our own writes (which may take long on an object store).
+    let mut last_progress = Instant::now();
+    // Since when the broker has been failing with nothing from it since: a group join that
+    // takes long (a rebalance waits for slow members) is not a failure, an error is.
+    let mut failing_since: Option<Instant> = None;
+    let mut seen_rebalances = 0;
+    let mut retries = Retries::default();
+    let mut interrupted = false;
     loop {
         tokio::select! {
             msg = consumer.recv() => {
                 ing.drop_revoked(&revoked);
                 match msg {
                     Ok(m) => {
+                        last_progress = Instant::now();
+                        retries.progress();
                         let ts = m.timestamp().to_millis();
                         ing.handle(m.partition(), m.offset(), m.payload(), ts).await?;
                         if ing.held >= cfg.flush_rows {
                             ing.flush(&consumer).await?;
+                            last_progress = Instant::now();
                         }
                     }
                     Err(KafkaError::PartitionEOF(p)) => {
+                        last_progress = Instant::now();
                         ing.states.entry(p).or_default().eof = true;
                     }
                     Err(e) => {
-                        // librdkafka retries transport errors itself; a fatal error ends the run.
+                        // librdkafka retries transport errors itself; a fatal error ends the run,
+                        // and so does one that fetching again cannot cure, once it is certain.
                         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
                             return Err(kafka_error(e, "consuming").into());
+                        }
+                        if retries.exhausted(&e) {
+                            return Err(kafka_error(
+                                e,
+                                format!(
+                                    "consuming {} ({PERMANENT_ATTEMPTS} attempts failed the same way; \
+                                     nothing after the last commit was written)",
+                                    cfg.topic
+                                ),
+                            )
+                            .into());
                         }
                         tracing::warn!(error = %e, "consumer error (retrying)");
                     }
@@ -450,28 +526,68 @@ pub async fn run(
             }
             _ = check.tick(), if cfg.until_caught_up => {
                 ing.drop_revoked(&revoked);
+                let now_rebalances = rebalances.load(Ordering::Relaxed);
+                if now_rebalances != seen_rebalances {
+                    seen_rebalances = now_rebalances;
+                    last_progress = Instant::now();
+                }
                 let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
                 if assigned {
                     last_assigned = Instant::now();
                 }
+                let caught_up = ing.caught_up(&consumer)?;
+                // The group answered, with nothing for this instance to read (more instances
+                // than partitions).
+                let idle = !assigned && seen_rebalances > 0;
                 if started.elapsed() >= settle {
-                    if ing.caught_up(&consumer)? {
+                    if caught_up {
                         ing.summary.caught_up = true;
                         break;
                     }
-                    if !assigned && last_assigned.elapsed() >= settle {
-                        // More instances than partitions: this one has nothing to read.
+                    if idle && last_assigned.elapsed() >= settle {
                         tracing::info!("no partition assigned to this instance; nothing to ingest");
                         break;
                     }
+                }
+                let error = last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .filter(|(_, at)| *at > last_progress);
+                failing_since = match (&error, failing_since) {
+                    (None, _) => None,
+                    (Some(_), Some(since)) if since > last_progress => Some(since),
+                    (Some((_, at)), _) => Some(*at),
+                };
+                // Waiting only for the settle time is not a stall.
+                if let (Some((error, _)), Some(since)) = (error, failing_since)
+                    && !caught_up
+                    && !idle
+                    && since.elapsed() >= cfg.kafka_timeout
+                {
+                    // Failing for that long with nothing from the broker: a batch run fails
+                    // rather than wait for ever (what was written before stays committed).
+                    ing.drop_revoked(&revoked);
+                    return Err(kafka_error(
+                        error,
+                        format!(
+                            "the broker failing, with no record, end of partition or group assignment \
+                             from it, for {:.0} s before {} was read to its end",
+                            cfg.kafka_timeout.as_secs_f64(),
+                            cfg.topic
+                        ),
+                    )
+                    .into());
                 }
             }
             _ = tick.tick() => {
                 ing.drop_revoked(&revoked);
                 ing.flush(&consumer).await?;
+                last_progress = Instant::now();
             }
             _ = stop.changed() => {
                 tracing::info!("stopping: writing what is held and committing");
+                interrupted = cfg.until_caught_up;
                 break;
             }
         }
@@ -501,6 +617,15 @@ pub async fn run(
         summary.consumed as f64 / started.elapsed().as_secs_f64().max(1e-9),
     );
     tracing::info!(?summary, "ingest finished");
+    if interrupted {
+        // A batch run stands for "the topic up to now is in Parquet": stopped short of that, it
+        // must not report success, or the day's counts would run on part of the day.
+        return Err(Error::Interrupted(format!(
+            "stopped by a signal before every partition of {} was read to its end; the {} plays read \
+             are written and committed, a rerun of the same group goes on from there",
+            cfg.topic, summary.written
+        )));
+    }
     let max = cfg.max_reject_share;
     if summary.rejected as f64 > max * summary.consumed as f64 {
         return Err(streampulse_core::Error::TooManyRejects {
@@ -526,6 +651,29 @@ mod tests {
         assert_eq!(parse_upto(&n, "plays", 4), None);
         assert_eq!(parse_upto(&n, "plays.v2", 3), None);
         assert_eq!(parse_upto("part-0.parquet", "plays", 0), None);
+    }
+
+    #[test]
+    fn an_error_no_fetch_cures_ends_the_run_after_bounded_attempts() {
+        let codec = KafkaError::MessageConsumption(RDKafkaErrorCode::NotImplemented);
+        let mut r = Retries::default();
+        for _ in 1..PERMANENT_ATTEMPTS {
+            assert!(!r.exhausted(&codec));
+        }
+        assert!(r.exhausted(&codec));
+        // A record read in between starts the count again.
+        let mut r = Retries::default();
+        for _ in 0..3 * PERMANENT_ATTEMPTS {
+            assert!(!r.exhausted(&codec));
+            r.progress();
+        }
+        // Transport trouble is librdkafka's to retry, however long it lasts.
+        let transport = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        let mut r = Retries::default();
+        assert!((0..100).all(|_| !r.exhausted(&transport)));
+        let denied = KafkaError::MessageConsumption(RDKafkaErrorCode::GroupAuthorizationFailed);
+        let mut r = Retries::default();
+        assert!((0..PERMANENT_ATTEMPTS).any(|_| r.exhausted(&denied)));
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub struct Args {
     #[arg(long, env = "SP_INGEST_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     pub session_timeout_ms: u32,
 
-    /// Seconds to wait for the broker at start before failing with exit 69.
+    /// Seconds to wait for the broker at start before failing with exit 69; in batch mode also
+    /// the longest the broker may fail with nothing from it (no record, end of partition or
+    /// assignment).
     #[arg(long, env = "SP_KAFKA_TIMEOUT_S", default_value_t = 30.0)]
     pub kafka_timeout_s: f64,
 
@@ -142,7 +144,8 @@ impl Args {
     }
 }
 
-// SIGTERM is not an error here: the consumer writes what it holds, commits, and exits 0.
+// SIGTERM is handled by the loop: the consumer writes what it holds and commits, then exits 0
+// (continuous) or 75 (a batch run that had not caught up).
 streampulse_core::pipeline!(
     output = IngestSummary,
     logical_date = |cfg| cfg.date.format("%Y-%m-%d").to_string(),

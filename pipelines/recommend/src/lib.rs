@@ -481,8 +481,17 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         cfg.max_reject_share,
     );
     let rejects_at = rejects.location();
-    let rejected = rejects.finish().await?;
-    share?;
+    let rejected = rejects.count();
+    // Published with the recommendations, in the run's commit; alone if the input fails the run.
+    let rejects = rejects.stage()?;
+    if let Err(e) = share {
+        return Err(streampulse_core::commit::fail_with_rejects(
+            &common.data_root,
+            rejects,
+            e.into(),
+        )
+        .await);
+    }
 
     let flops = 2.0 * progress.users as f64 * catalog.len() as f64 * catalog.dim as f64;
     let gflops = flops / progress.score_seconds.max(1e-9) / 1e9;
@@ -524,8 +533,13 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         let own_layout = format!("-of-{count:05}-");
         staged.beside(move |name| name.starts_with(&prefix) || !name.contains(&own_layout))
     };
-    let published = streampulse_core::commit::publish(&common.data_root, vec![staged]).await?;
-    let outputs: Vec<String> = published.iter().map(|p| p.url.clone()).collect();
+    let published =
+        streampulse_core::commit::publish(&common.data_root, vec![staged, rejects]).await?;
+    let outputs: Vec<String> = published
+        .iter()
+        .filter(|p| !streampulse_core::rejects::is_rejects(&p.dataset))
+        .map(|p| p.url.clone())
+        .collect();
     // Kafka hears of the recommendations once they are in place; a Kafka failure then fails the
     // run, with the Parquet outputs published.
     let sent = match (&cfg.kafka, published.first()) {

@@ -1000,7 +1000,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         (EngineKind::Spark, Some(spark_cfg)) => {
             let session = Box::pin(spark_session(spark_cfg, &ctx, &subs, &songs, &plays)).await?;
             meter.engine = "spark".into();
-            meter.set("spark_version", session.version.clone());
+            Box::pin(session.describe()).await.record(meter);
             Some(session)
         }
         (EngineKind::Spark, None) => {

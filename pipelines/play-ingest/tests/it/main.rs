@@ -399,14 +399,7 @@ async fn sigterm_in_continuous_mode_writes_and_commits_what_was_read() {
         parquet_files(root).is_empty(),
         "nothing is written before the signal"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    kill_term(&child);
     let (code, log) = finish(child, "continuous consumer");
     assert_eq!(code, 0, "{log}");
     assert!(!parquet_files(root).is_empty(), "{log}");
@@ -419,6 +412,103 @@ async fn sigterm_in_continuous_mode_writes_and_commits_what_was_read() {
     );
     assert_eq!(code, 0, "{log}");
     assert_exactly_once(root, &produced);
+}
+
+/// Reads the child's log until a line contains `needle`; gives the log so far and the rest of
+/// the lines, for the caller to drain.
+fn log_until(
+    child: &mut Child,
+    needle: &str,
+) -> (
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(needle) {
+            break;
+        }
+    }
+    (log, lines)
+}
+
+fn kill_term(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_a_batch_run_caught_up_exits_75_and_the_rerun_goes_on() {
+    let Some(b) = broker() else { return };
+    let topic = unique("plays");
+    create_topic(&b, &topic, 2).await;
+    let produced = produce(&b, &topic, 20_000, 0.0, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let group = unique("g");
+    // A batch run stays two session timeouts (12 s) at least: a signal as soon as it has its
+    // partitions is always before it has caught up.
+    let mut child = ingest(&b, root, &topic, &group, &["--until-caught-up"])
+        .spawn()
+        .unwrap();
+    let (mut log, lines) = log_until(&mut child, "partitions assigned");
+    kill_term(&child);
+    log.extend(lines.map(|l| l.unwrap() + "\n"));
+    let code = child.wait().unwrap().code();
+    assert_eq!(
+        code,
+        Some(75),
+        "a batch run stopped short must not report success\n{log}"
+    );
+    assert!(
+        log.contains("stopped by a signal before every partition"),
+        "{log}"
+    );
+    let (code, log) = finish(
+        ingest(&b, root, &topic, &group, &["--until-caught-up"])
+            .spawn()
+            .unwrap(),
+        "rerun",
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_exactly_once(root, &produced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_lost_before_the_group_answers_fails_a_batch_run_with_69() {
+    let Some(b) = broker() else { return };
+    let topic = unique("plays");
+    create_topic(&b, &topic, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ingest(
+        &b,
+        dir.path(),
+        &topic,
+        &unique("g"),
+        &["--until-caught-up", "--kafka-timeout-s", "4"],
+    )
+    .spawn()
+    .unwrap();
+    // Subscribed, not yet in the group (a join takes seconds): the broker goes away. Before,
+    // the run waited out its settle time and exited 0 with "nothing to ingest".
+    let (mut log, lines) = log_until(&mut child, "consuming");
+    drop(b);
+    log.extend(lines.map(|l| l.unwrap() + "\n"));
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(69), "{log}");
+    assert!(log.contains("the broker failing, with no record"), "{log}");
+    assert!(parquet_files(dir.path()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
