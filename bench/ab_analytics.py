@@ -9,7 +9,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -17,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import measure  # noqa: E402
+from measure import host, measure  # noqa: E402
 
 DATE = "2026-11-26"
 # Parquet bytes per enrolled user (assignments + user_metrics), measured on datagen output (69.6 MB
@@ -105,7 +104,7 @@ def main():
         f"# ab-analytics benchmark ({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
         f"Input: 3 experiments x {per_experiment:,} users, {size_gb:.2f} GB of Parquet (assignments + user_metrics); "
-        f"{a.threads} threads; median of {a.runs} runs; host {platform.machine()}, {os.cpu_count()} cores.",
+        f"{a.threads} threads; median of {a.runs} runs; host {host()}.",
         "",
         "| implementation | wall s | CPU s | peak RSS MB | wall / pandas | RSS / pandas |",
         "|---|---:|---:|---:|---:|---:|",

@@ -3,6 +3,7 @@ rusage of that child alone, so runs measured one after another do not mix)."""
 import hashlib
 import os
 import pathlib
+import platform
 import subprocess
 import time
 
@@ -17,6 +18,19 @@ def digest(root, date, datasets=PLAY_COUNTS_OUTPUTS):
         for f in sorted(pathlib.Path(root, ds, f"date={date}").glob("*.parquet")):
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def cpu_model():
+    """The CPU's model name (figures depend on it: a result without it cannot be compared)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def host():
+    """The host as every result's header names it: CPU model and cores."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def measure(cmd, env=None):

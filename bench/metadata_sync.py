@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import measure  # noqa: E402
+from measure import cpu_model, measure  # noqa: E402
 
 DATE = "2026-11-26"
 TOKEN = "bench-token"
@@ -109,6 +109,7 @@ def main():
         "sequential_measured": {**seq, "songs": a.seq_songs},
         "sequential_projected_s": seq_projected,
         "ratio_to_bound": med["wall_s"] / bound,
+        "host_cpu": cpu_model(),
         "host_cores": os.cpu_count(),
     }
     Path(a.out + ".json").write_text(json.dumps(result, indent=2))

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -14,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import digest, measure  # noqa: E402
+from measure import digest, host, measure  # noqa: E402
 
 DATE = "2026-11-26"
 
@@ -79,7 +78,7 @@ def main():
         f"# play-counts benchmark ({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
         f"Input: {a.plays:,} plays, {size_mb:,.0f} MB CSV; {a.threads} threads; median of {a.runs} runs; "
-        f"host {platform.machine()}, {os.cpu_count()} cores.",
+        f"host {host()}.",
         "",
         "| engine | wall s | CPU s | peak RSS MB | wall / DuckDB | RSS / DuckDB |",
         "|---|---:|---:|---:|---:|---:|",

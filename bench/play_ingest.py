@@ -6,7 +6,6 @@ payload, CPU and peak RSS, and checks every good play landed exactly once."""
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import measure  # noqa: E402
+from measure import cpu_model, host, measure  # noqa: E402
 
 DATE = "2026-11-26"
 
@@ -71,7 +70,7 @@ def main():
     med = {k: statistics.median(r[k] for r in runs) for k in ["wall_s", "cpu_s", "peak_rss_mb", "plays_per_s", "mb_per_s", "parquet_mb"]}
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "host": {"machine": platform.machine(), "cores": os.cpu_count()},
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count()},
         "plays": a.plays, "payload_mb": payload_mb, "produce": produce,
         "produce_msgs_per_s": gen["kafka_messages"] / produce["wall_s"],
         "runs": runs, "median": med, "exactly_once": all(r["exactly_once"] for r in runs),
@@ -79,7 +78,7 @@ def main():
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = f"""# play-ingest benchmark ({result['date']})
 
-{a.plays:,} play events ({payload_mb:,.0f} MB of JSON payload, {users:,} users) in a topic of 12 partitions on a local tansu broker (in memory); one play-ingest instance, `--until-caught-up`, default flush settings; median of {a.runs} runs; host {platform.machine()}, {os.cpu_count()} cores (broker, consumer and librdkafka share them).
+{a.plays:,} play events ({payload_mb:,.0f} MB of JSON payload, {users:,} users) in a topic of 12 partitions on a local tansu broker (in memory); one play-ingest instance, `--until-caught-up`, default flush settings; median of {a.runs} runs; host {host()} (broker, consumer and librdkafka share them).
 
 | | wall s | CPU s | peak RSS MB | plays/s | MB/s | Parquet MB |
 |---|---:|---:|---:|---:|---:|---:|

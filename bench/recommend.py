@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -16,7 +15,7 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import measure  # noqa: E402
+from measure import host, measure  # noqa: E402
 
 DATE = "2026-11-26"
 DIM = 200
@@ -76,7 +75,7 @@ def main():
         f"# recommend benchmark ({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
         f"Input: {a.users:,} users x {a.songs:,} songs x {DIM} dims, K = {a.k}; {a.threads} threads; median of "
-        f"{a.runs} runs; host {platform.machine()}, {os.cpu_count()} cores. Wall times include reading the Parquet "
+        f"{a.runs} runs; host {host()}. Wall times include reading the Parquet "
         "inputs (and, for recommend, writing the output).",
         "",
         f"sgemm peak (NumPy BLAS, 4096^3, same threads): **{peak:.1f} GFLOP/s**",

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -15,7 +14,7 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import measure  # noqa: E402
+from measure import host, measure  # noqa: E402
 
 MONTH = "2026-11"
 
@@ -88,7 +87,7 @@ def main():
         "",
         f"Input: one month, 30 days x {a.plays_per_day:,} plays ({30 * a.plays_per_day / 1e6:.0f} M plays), "
         f"{a.users:,} users, {size_gb:.2f} GB of Parquet; pro-rata; {a.threads} threads; median of {a.runs} runs; "
-        f"host {platform.machine()}, {os.cpu_count()} cores.",
+        f"host {host()}.",
         "",
         "| implementation | wall s | CPU s | peak RSS MB | wall / DuckDB | RSS / DuckDB |",
         "|---|---:|---:|---:|---:|---:|",

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import digest, measure  # noqa: E402
+from measure import cpu_model, digest, measure  # noqa: E402
 
 DATE = "2026-11-26"
 
@@ -88,11 +87,7 @@ def main():
         "spark_vs_pyspark_wall": {s: med(s, "spark", "wall_s") / med(s, "pyspark", "wall_s") for s in [1, 4]},
         "rss_4x_over_1x": {c: med(4, c, "peak_rss_mb") / med(1, c, "peak_rss_mb") for c in ["embedded", "sail", "spark"]},
     }
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
            "plays_1x": a.plays, "runs": a.runs, "rows": rows, "summary": summary}
     pathlib.Path(a.out + ".json").write_text(json.dumps(out, indent=2) + "\n")
