@@ -5,7 +5,8 @@
 #                    two executor processes (local-cluster[2,1,1024]) so plans really run
 #                    distributed.
 #   SP_SAIL_BIN      the sail command, for a test that starts (and stops) a server of its own;
-#   SP_SPARK_CLIENT_PYTHON  a Python with the Spark Connect client, for reading through Spark.
+#   SP_SPARK_CLIENT_PYTHON  a Python with the Spark Connect client, for reading through Spark;
+#   SP_SPARK_HOME    the pyspark installation's Spark, for a test's own server (token checks).
 # Each comes from its own virtual environment (scripts/python-env.sh, tests/spark/). Both stop
 # when the command ends, whatever its outcome; the command's exit code is returned.
 #   scripts/with-spark.sh CMD [ARGS...]
@@ -74,6 +75,8 @@ export SP_SPARK_REMOTE_TEST="sc://127.0.0.1:$spark_port"
 # A Python with the Spark Connect client (pyspark-client, pandas, pyarrow), for tests that read
 # through Spark as an analyst would.
 export SP_SPARK_CLIENT_PYTHON="$sail_py"
+# Spark's own installation, for a test that starts a server of its own (one that checks a token).
+export SP_SPARK_HOME="$spark_home"
 set +e
 "$@"
 code=$?

@@ -140,6 +140,37 @@ def wait_for_port(port, seconds=30):
     raise SystemExit(f"no server on 127.0.0.1:{port} after {seconds} s")
 
 
+def token_check(b, base, tmp):
+    """An Apache Spark Connect server that checks a token: the wrong one exits 69, the right one 0."""
+    home, port = os.environ["SP_SPARK_HOME"], free_port()
+    env = dict(os.environ, SPARK_HOME=home, SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=tmp,
+               SPARK_CONNECT_AUTHENTICATE_TOKEN="the-right-token")
+    server = subprocess.Popen(
+        [os.path.join(home, "bin", "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+         "--master", "local[1]", "--driver-memory", "512m", "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+         "--conf", f"spark.connect.grpc.binding.port={port}", "--conf", "spark.ui.enabled=false", "spark-internal"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port, 120)
+        root = os.path.join(tmp, "token")
+        shutil.copytree(base, root)
+        remote = f"sc://127.0.0.1:{port}/;token="
+        p = subprocess.run([str(b / "play-counts"), "--date", DAYS[0], "--data-root", root, "--engine", "spark",
+                            "--max-reject-share", "0.01", "--spark-remote", remote + "wr0ng-s3cr3t"],
+                           capture_output=True, text=True)
+        check("a refused token exits 69", p.returncode == 69, f"{p.returncode}: {p.stderr[-500:]}")
+        check("and says the server refused the credentials, naming it",
+              "authentication" in p.stderr and f"127.0.0.1:{port}" in p.stderr, p.stderr[-500:])
+        check("but not the token", "wr0ng-s3cr3t" not in p.stderr, p.stderr[-500:])
+        check("nothing published", not pathlib.Path(root, "daily_song_counts", f"date={DAYS[0]}").exists())
+        code = run([b / "play-counts", "--date", DAYS[0], "--data-root", root, "--engine", "spark",
+                    "--max-reject-share", "0.01", "--spark-remote", remote + "the-right-token"])
+        check("the right token runs (exit 0)", code == 0, str(code))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+
+
 def during_summary(b, root, remote, delay, act):
     """Runs play-counts on `remote` and, `delay` s after the cluster starts the day's summary
     query, calls `act(process)`; returns (whether the query was seen, exit code, the log)."""
@@ -257,6 +288,10 @@ def main():
         check("an unreachable server exits 69", p.returncode == 69, f"{p.returncode}: {p.stderr[-500:]}")
         check("and names the endpoint", "127.0.0.1:9" in p.stderr, p.stderr[-500:])
         check("but not the token", "s3cr3t" not in p.stderr, p.stderr[-500:])
+        # A server that refuses the token: 69, naming the endpoint, never the token. Apache
+        # Spark checks SPARK_CONNECT_AUTHENTICATE_TOKEN (the shared test server cannot: PySpark
+        # sends a token only over TLS), so this is a server of its own.
+        token_check(b, base, tmp)
         # SIGTERM while the cluster counts: the run stops (75), interrupts its query on the
         # server, and publishes nothing.
         big = os.path.join(tmp, "big")

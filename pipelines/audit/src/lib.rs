@@ -422,6 +422,11 @@ pub struct ClusterAudit {
     pub recommendation: String,
 }
 
+/// "1 executor core", "4 executor cores".
+pub fn executor_cores(n: u64) -> String {
+    format!("{n} executor core{}", if n == 1 { "" } else { "s" })
+}
+
 /// Executor cores that run `variable` seconds of per-row work (measured on `measured` cores)
 /// plus `fixed` seconds inside `window`.
 pub fn cores_needed(measured: u64, fixed: f64, variable: f64, window: f64) -> Option<u64> {
@@ -522,8 +527,8 @@ pub fn audit_cluster(
             p.year
         ),
         None => format!(
-            "{} executor cores keep year {years} inside the window (measured on {cores})",
-            most.unwrap_or(1)
+            "{} keep year {years} inside the window (measured on {cores})",
+            executor_cores(most.unwrap_or(1))
         ),
     };
     let method = match &time_fit {

@@ -169,7 +169,7 @@ fn cluster_markdown(doc: &Document) -> String {
         for y in &c.projections {
             let cores = y
                 .cores_needed
-                .map_or_else(|| "does not fit".to_string(), |n| format!("{n} cores"));
+                .map_or_else(|| "does not fit".to_string(), crate::executor_cores);
             let _ = write!(
                 s,
                 " {} ({}) / {} |",
