@@ -218,6 +218,19 @@ impl RejectSink {
         .beside(move |n| n == name))
     }
 
+    /// [`RejectSink::stage`] after the share check of [`RejectSink::check_share`]: past the
+    /// share, the rejects are published alone (the data's owner needs them to see why) and the
+    /// run fails with 65, its outputs as they were.
+    pub async fn stage_checked(self, rows: u64, max_share: f64) -> Result<StagedPartition> {
+        let share = self.check_share(rows, max_share);
+        let root = self.root.clone();
+        let staged = self.stage()?;
+        match share {
+            Ok(()) => Ok(staged),
+            Err(e) => Err(crate::commit::fail_with_rejects(&root, staged, e).await),
+        }
+    }
+
     /// Publishes the rejects on their own (see [`RejectSink::stage`]); gives their count.
     pub async fn finish(self) -> Result<u64> {
         let (root, count) = (self.root.clone(), self.count);

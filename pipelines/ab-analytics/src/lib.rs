@@ -357,20 +357,11 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     }
     let rows_in = joined.assignment_rows + joined.metric_rows;
     meter.rows_in = rows_in;
-    let share_check = rejects.check_share(rows_in, cfg.max_reject_share);
     let rejects_at = rejects.location();
     let rejected = rejects.count();
     meter.rows_rejected = rejected;
     // Published with the results, in the run's commit; alone if the input fails the run.
-    let rejects = rejects.stage()?;
-    if let Err(e) = share_check {
-        return Err(streampulse_core::commit::fail_with_rejects(
-            &common.data_root,
-            rejects,
-            e.into(),
-        )
-        .await);
-    }
+    let rejects = rejects.stage_checked(rows_in, cfg.max_reject_share).await?;
     if rejected > 0 {
         tracing::warn!(rejected, rejects = %rejects_at, "rows rejected");
     }

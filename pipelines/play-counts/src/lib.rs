@@ -700,10 +700,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         );
     }
     let rejects_at = sink.location();
-    let share_check = sink.check_share(records, cfg.max_reject_share);
     let rejected = sink.count();
-    // Published with the outputs, in the run's commit; alone if the input fails the run.
-    let rejects = sink.stage()?;
     if rejected > 0 {
         tracing::warn!(rejected, rows = records, path = %rejects_at, "rejected input rows");
     }
@@ -714,10 +711,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             "rows outside the logical date left to their own day"
         );
     }
-    // On any later error, the staged partitions clean up after themselves when dropped.
-    if let Err(e) = share_check {
-        return Err(commit::fail_with_rejects(&common.data_root, rejects, e.into()).await);
-    }
+    // Published with the outputs, in the run's commit; alone if the input fails the run. On
+    // any later error, the staged partitions clean up after themselves when dropped.
+    let rejects = sink.stage_checked(records, cfg.max_reject_share).await?;
 
     // The contract: artist_id is the song's primary artist. A day that gives a song two artists
     // is a broken export; say which songs rather than count them under one of the two.

@@ -476,22 +476,15 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         })
         .await?;
     let users_in = progress.users_read;
-    let share = rejects.check_share(
-        users_in + catalog.len() as u64 + songs_rejected,
-        cfg.max_reject_share,
-    );
     let rejects_at = rejects.location();
     let rejected = rejects.count();
     // Published with the recommendations, in the run's commit; alone if the input fails the run.
-    let rejects = rejects.stage()?;
-    if let Err(e) = share {
-        return Err(streampulse_core::commit::fail_with_rejects(
-            &common.data_root,
-            rejects,
-            e.into(),
+    let rejects = rejects
+        .stage_checked(
+            users_in + catalog.len() as u64 + songs_rejected,
+            cfg.max_reject_share,
         )
-        .await);
-    }
+        .await?;
 
     let flops = 2.0 * progress.users as f64 * catalog.len() as f64 * catalog.dim as f64;
     let gflops = flops / progress.score_seconds.max(1e-9) / 1e9;
