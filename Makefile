@@ -71,7 +71,7 @@ test-e2e: build
 	  && $$PY tests/e2e/revenue_vs_duckdb.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/foreign_writers.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/kill_during_publish.py --bin-dir $(BIN) \
-	  && $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
+	  && scripts/with-broker.sh $$PY tests/e2e/object_store_root.py --bin-dir $(BIN) \
 	  && $$PY tests/e2e/audit_calibrate.py --bin-dir $(BIN) \
 	  && scripts/with-spark.sh sh -c "$$PY tests/e2e/readers_open_outputs.py --bin-dir $(BIN) \
 	       && $$PY tests/e2e/spark_engine.py --bin-dir $(BIN)"

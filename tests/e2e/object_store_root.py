@@ -2,11 +2,19 @@
 """End-to-end check of an object-store data root against a real S3 API (moto's server, on
 127.0.0.1, from PyPI: `moto[server]`, a maintained S3 implementation that installs from PyPI).
 
-One generated world is uploaded to `s3://streampulse/root`; play-counts (from the CSV export,
+datagen writes a day into the bucket, play-ingest consumes a topic into it and metadata-sync
+publishes its catalog snapshot there (the same bytes as on a local root). One generated world is uploaded to `s3://streampulse/root`; play-counts (from the CSV export,
 streamed from the store, and from the Parquet partition) and revenue run against the bucket and
 must publish the same bytes as the same runs on a local root, with their rejects and run
-records in the bucket; audit reads those run records and writes its report to the bucket. A wrong secret key exits 69 naming the bucket, never the key; a run with
-no credentials (and the instance metadata service disabled) fails at once with 64.
+records in the bucket; a rerun commits anew (one marker, a new commit id, the old files gone), and
+the uploads of a run that died before its commit marker are not read; recommend (whole, then two
+shards side by side, then whole again) and ab-analytics publish the same bytes as locally; audit
+reads those run records and writes its report to the bucket. A wrong secret key exits 69 naming
+the bucket, never the key; a run with no credentials (and the instance metadata service
+disabled) fails at once with 64.
+
+The bucket is read as docs/architecture.md tells a reader to read an object-store root (commit
+markers), by code written here from that rule, not ours.
 
 Every client here gets explicit test credentials and AWS_EC2_METADATA_DISABLED=true: nothing
 asks a cloud metadata address.
@@ -14,6 +22,7 @@ asks a cloud metadata address.
 Prints one line per check and a closing "N passed, M failed" line; exits 1 on any failure.
 """
 import argparse
+import io
 import json
 import os
 import pathlib
@@ -24,6 +33,8 @@ import tempfile
 import time
 
 import boto3
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 DAY = "2026-11-30"
 BUCKET = "streampulse"
@@ -66,12 +77,34 @@ def upload(s3, local_root, names, prefix):
                 s3.upload_file(str(f), BUCKET, f"{prefix}/{f.relative_to(local_root)}")
 
 
-def stored(s3, prefix, under):
-    """key (relative to prefix) -> bytes, for the objects under prefix/under."""
-    out = {}
+def raw_objects(s3, prefix, under):
+    """key (relative to prefix) -> bytes, for every object under prefix/under."""
+    raw = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/{under}"):
         for o in page.get("Contents", []):
-            out[o["Key"][len(prefix) + 1:]] = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+            raw[o["Key"][len(prefix) + 1:]] = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+    return raw
+
+
+def stored(s3, prefix, under):
+    """key (relative to prefix) -> bytes, for the committed objects under prefix/under, read as our
+    readers read them (written here from the rule in docs/architecture.md, not from our code): in a
+    directory with commit markers (`_committed-<writer>.json`), the Parquet files the markers name,
+    by the name the run gave them, and the other files under their own names; elsewhere every
+    object."""
+    raw = raw_objects(s3, prefix, under)
+    markers = {k: json.loads(v) for k, v in raw.items()
+               if k.rsplit("/", 1)[-1].startswith("_committed-") and k.endswith(".json")}
+    marked_dirs = {k.rsplit("/", 1)[0] for k in markers}
+    out = {}
+    for k, m in markers.items():
+        d = k.rsplit("/", 1)[0]
+        for f in m["files"]:
+            out[f"{d}/{f['name']}"] = raw[f"{d}/{f['object']}"]
+    for k, v in raw.items():
+        d, name = k.rsplit("/", 1)
+        if d not in marked_dirs or not (name.endswith(".parquet") or name.startswith("_committed-")):
+            out[k] = v
     return out
 
 
@@ -115,10 +148,66 @@ def main():
             gen = os.path.join(tmp, "gen")
             for day in ["2026-11-29", DAY]:
                 r = run([b / "datagen", "--date", day, "--data-root", gen, "--plays", "30000", "--users", "3000",
-                         "--songs", "1000", "--bad-rows", "0.001", "--datasets", "plays-csv,plays,songs,subscriptions"],
+                         "--songs", "1000", "--bad-rows", "0.001", "--datasets", "plays-csv,plays,songs,subscriptions"
+                         + (",user_features,song_embeddings,experiments" if day == DAY else ""),
+                         "--experiment-users", "2000"],
                         dict(os.environ, RUST_LOG="warn"))
                 check(f"datagen {day}", r.returncode == 0)
             e = env(endpoint)
+
+            # datagen writes a day into the bucket: the same bytes as on a local root, each
+            # partition committed behind its marker, the export under its own name.
+            small = ["--date", DAY, "--plays", "5000", "--users", "500", "--songs", "200", "--bad-rows", "0.001",
+                     "--datasets", "plays-csv,plays,songs,subscriptions"]
+            one = os.path.join(tmp, "one-day")
+            ok = run([b / "datagen", *small, "--data-root", one], e).returncode == 0
+            r = run([b / "datagen", *small, "--data-root", f"s3://{BUCKET}/gen"], e)
+            got = {k: v for k, v in stored(s3, "gen", "").items() if not k.startswith("runs/")}
+            want = {k: v for k, v in local(one, "").items() if not k.startswith("runs/")}
+            check("datagen on s3://: the same files and bytes as on a local root",
+                  ok and r.returncode == 0 and got == want and len(got) >= 4,
+                  f"exit {r.returncode}: {sorted(got)} vs {sorted(want)}; {r.stderr[-300:]}")
+            check("datagen's run record is in the bucket", any(k.startswith("runs/datagen/") for k in stored(s3, "gen", "runs/")))
+
+            # play-ingest consumes a topic into the bucket: the same plays files as into a local root.
+            brokers = os.environ.get("SP_KAFKA_BROKERS")
+            check("a Kafka broker to ingest from (make test runs this under scripts/with-broker.sh)", bool(brokers))
+            if brokers:
+                kafka_gen = os.path.join(tmp, "kafka-gen")
+                r = run([b / "datagen", *small[:-1], "songs", "--data-root", kafka_gen, "--to-kafka",
+                         "--kafka-brokers", brokers, "--topic", "plays-s3"], e)
+                check("datagen --to-kafka", r.returncode == 0, r.stderr[-300:])
+                ingested = os.path.join(tmp, "ingested")
+                codes = [run([b / "play-ingest", "--kafka-brokers", brokers, "--topic", "plays-s3", "--group", group,
+                              "--until-caught-up", "--date", DAY, "--data-root", root], e).returncode
+                         for group, root in [("to-s3", f"s3://{BUCKET}/ingested"), ("to-local", ingested)]]
+                got, want = stored(s3, "ingested", "plays/"), local(ingested, "plays")
+                check("play-ingest on s3://: the same plays files as on a local root",
+                      codes == [0, 0] and got == want and len(got) > 0, f"exits {codes}: {sorted(got)} vs {sorted(want)}")
+                got, want = stored(s3, "ingested", "rejects/"), local(ingested, "rejects")
+                check("its rejects are in the bucket, the same as locally", got == want and len(got) > 0,
+                      f"{sorted(got)} vs {sorted(want)}")
+
+            # metadata-sync: the partner's catalog (a local metadata-api serving the generated
+            # songs) synced into a fresh catalog database, its snapshot published to the bucket:
+            # the same bytes as the same sync on a local root.
+            synced = os.path.join(tmp, "synced")
+            codes = []
+            for n, root in enumerate([f"s3://{BUCKET}/synced", synced]):
+                p = subprocess.run(["scripts/with-metadata-api.sh", str(b), os.path.join(one, "songs", f"date={DAY}"),
+                                    "--token", "e2e-token", "--", b / "metadata-sync", "--date", DAY,
+                                    "--data-root", root, "--api-token", "e2e-token", "--rate", "2000", "--burst", "50",
+                                    "--database-url", f"sqlite://{tmp}/catalog-{n}.db"],
+                                   env=e, capture_output=True, text=True, timeout=300,
+                                   cwd=pathlib.Path(__file__).resolve().parents[2])
+                codes.append(p.returncode)
+                if p.returncode:
+                    print(p.stderr[-2000:], file=sys.stderr)
+            got, want = stored(s3, "synced", f"songs/date={DAY}/"), local(synced, f"songs/date={DAY}")
+            check("metadata-sync on s3://: the same snapshot bytes as on a local root",
+                  codes == [0, 0] and got == want and len(got) > 0, f"exits {codes}: {sorted(got)} vs {sorted(want)}")
+            check("its snapshot is committed behind a marker",
+                  any("/_committed-" in k for k in raw_objects(s3, "synced", f"songs/date={DAY}/")))
 
             # The CSV export, read from the store.
             upload(s3, gen, ["exports"], "csv")
@@ -158,6 +247,64 @@ def main():
             for ds in ["revenue_by_song", "revenue_reconciliation"]:
                 got, want = stored(s3, "pq", f"{ds}/month=2026-11/"), local(gen, f"{ds}/month=2026-11")
                 check(f"{ds}: the same bytes in the bucket", got == want and len(got) > 0)
+
+            # A rerun commits anew: one marker, with a new commit id, naming only the new files.
+            def markers(under):
+                return {k: json.loads(v) for k, v in raw_objects(s3, "pq", under).items()
+                        if k.rsplit("/", 1)[-1].startswith("_committed-")}
+            charts = local(gen, f"charts/date={DAY}")
+            first = markers(f"charts/date={DAY}/")
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], e)
+            again = markers(f"charts/date={DAY}/")
+            objects = raw_objects(s3, "pq", f"charts/date={DAY}/")
+            check("a rerun leaves one marker with a new commit and only the files it names",
+                  r.returncode == 0 and len(first) == 1 and len(again) == 1
+                  and list(first.values())[0]["commit"] != list(again.values())[0]["commit"]
+                  and len(objects) == 1 + len(list(again.values())[0]["files"]),
+                  f"{sorted(objects)}")
+            check("the rerun publishes the same bytes", stored(s3, "pq", f"charts/date={DAY}/") == charts)
+
+            # The uploads of a run that died before its marker (a stray `*.sp<digits>.parquet`) in
+            # an input partition are not read: the same counts as without them.
+            # Its plays are new (other play ids): read, they would change the counts.
+            plays = {k: v for k, v in raw_objects(s3, "pq", f"plays/date={DAY}/").items() if k.endswith(".parquet")}
+            name, body = sorted(plays.items())[0]
+            table = pq.read_table(io.BytesIO(body))
+            table = table.set_column(table.schema.get_field_index("play_id"), "play_id",
+                                     pc.add(table.column("play_id"), 10**12))
+            out = io.BytesIO()
+            pq.write_table(table, out)
+            s3.put_object(Bucket=BUCKET, Key=f"pq/{name[:-len('.parquet')]}.sp20261130120000000123.parquet",
+                          Body=out.getvalue())
+            r = run([b / "play-counts", "--date", DAY, "--data-root", f"s3://{BUCKET}/pq"], e)
+            check("a dead commit's upload in the plays partition changes nothing",
+                  r.returncode == 0 and stored(s3, "pq", f"charts/date={DAY}/") == charts, r.stderr[-300:])
+
+            # recommend, whole and as two shards side by side (one marker each), and ab-analytics.
+            upload(s3, gen, ["user_features", "song_embeddings", "assignments", "user_metrics", "experiments"], "pq")
+            sharded_bytes = {}
+            for label, shards in [("whole", [None]), ("two shards", ["0/2", "1/2"]), ("whole again", [None])]:
+                ok = True
+                for shard in shards:
+                    extra = ["--shard", shard] if shard else []
+                    for root in [f"s3://{BUCKET}/pq", gen]:
+                        r = run([b / "recommend", "--date", DAY, "--data-root", root, "--k", "10"] + extra, e)
+                        ok = ok and r.returncode == 0
+                got, want = stored(s3, "pq", f"recommendations/date={DAY}/"), local(gen, f"recommendations/date={DAY}")
+                n = len(markers(f"recommendations/date={DAY}/"))
+                check(f"recommend {label} on s3://: the same bytes as locally, {len(shards)} marker(s)",
+                      ok and got == want and len(got) >= len(shards) and n == len(shards),
+                      f"{n} markers, {sorted(got)} vs {sorted(want)}")
+                sharded_bytes[label] = want
+            check("the whole run after the shards replaced them", sharded_bytes["whole"] == sharded_bytes["whole again"])
+            ok = all(run([b / "ab-analytics", "--date", DAY, "--data-root", root], e).returncode == 0
+                     for root in [f"s3://{BUCKET}/pq", gen])
+            got, want = stored(s3, "pq", "ab_results/"), local(gen, "ab_results")
+            check("ab-analytics on s3://: the same ab_results bytes as locally", ok and got == want and len(got) > 0,
+                  f"{sorted(got)} vs {sorted(want)}")
+            reports = stored(s3, "pq", f"ab_reports/date={DAY}/")
+            check("its reports are in the bucket", sorted(reports) == sorted(local(gen, f"ab_reports/date={DAY}"))
+                  and len(reports) > 0, str(sorted(reports)))
 
             # The capacity audit reads the run records in the bucket and writes its report there.
             r = run([b / "audit", "--data-root", f"s3://{BUCKET}/pq"], e)

@@ -112,8 +112,33 @@ pub async fn read_parquet(
         [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
         [] => return Err(Error::Internal("read_parquet of no input".into())),
     };
+    // The files a listing reads, as our readers see them (on an object store, the committed ones:
+    // see `visible`). A directory is scanned as one listing unless some of its files are not
+    // to be read; where listing fails, the scan of `urls` reports why.
+    let mut files = Vec::new();
+    let mut scanned = Vec::new();
+    for url in &urls {
+        match listed_parquet(ctx, url).await {
+            Ok(listed) => {
+                if listed.hidden {
+                    scanned.extend(listed.files.iter().map(|(f, _)| f.clone()));
+                } else {
+                    scanned.push(url.clone());
+                }
+                files.extend(listed.files.into_iter().map(|(f, _)| f));
+            }
+            Err(_) => {
+                files.clear();
+                scanned = urls.clone();
+                break;
+            }
+        }
+    }
+    if files.is_empty() {
+        scanned = urls.clone();
+    }
     let listing = ctx
-        .read_parquet(urls.clone(), ParquetReadOptions::default())
+        .read_parquet(scanned, ParquetReadOptions::default())
         .await;
     if let Ok(df) = &listing {
         let found = df.schema().as_arrow();
@@ -124,18 +149,16 @@ pub async fn read_parquet(
     // Something to convert, or files whose schemas do not merge: one stream per file.
     let target = conform::contract_schema(contract, columns)?;
     let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
-    for url in &urls {
-        for file in parquet_files(ctx, url).await? {
-            let df = ctx
-                .read_parquet(file.clone(), ParquetReadOptions::default())
-                .await?;
-            conform::check_columns(df.schema().as_arrow(), contract, columns, &file)?;
-            partitions.push(Arc::new(Conformed {
-                df: df.select_columns(columns)?,
-                target: target.clone(),
-                source: file,
-            }));
-        }
+    for file in files {
+        let df = ctx
+            .read_parquet(file.clone(), ParquetReadOptions::default())
+            .await?;
+        conform::check_columns(df.schema().as_arrow(), contract, columns, &file)?;
+        partitions.push(Arc::new(Conformed {
+            df: df.select_columns(columns)?,
+            target: target.clone(),
+            source: file,
+        }));
     }
     if partitions.is_empty() {
         // No file at all: the listing's own error says so (or an empty table).
@@ -171,14 +194,37 @@ pub async fn parquet_bytes(ctx: &SessionContext, urls: &[String]) -> Result<u64>
 
 /// The files a listing of `url` reads, with their sizes, sorted by URL.
 async fn parquet_objects(ctx: &SessionContext, url: &str) -> Result<Vec<(String, u64)>> {
+    Ok(listed_parquet(ctx, url).await?.files)
+}
+
+/// The Parquet files under one input URL that our readers read.
+struct Listed {
+    /// With their sizes, sorted by URL.
+    files: Vec<(String, u64)>,
+    /// Whether the URL holds `.parquet` files that are not to be read (the superseded or dead
+    /// uploads of an object-store commit): a plain listing scan of it would read them.
+    hidden: bool,
+}
+
+async fn listed_parquet(ctx: &SessionContext, url: &str) -> Result<Listed> {
     let table_url = ListingTableUrl::parse(url)?;
     let store = ctx.runtime_env().object_store(table_url.object_store())?;
     let state = ctx.state();
-    let files: Vec<_> = table_url
+    let listed: Vec<_> = table_url
         .list_all_files(&state, store.as_ref(), "")
         .await?
         .try_collect()
         .await?;
+    // A partition an object-store run committed is read through its commit markers.
+    let parquet_listed = listed
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .count();
+    let files = crate::commit::objects::visible(store.as_ref(), listed).await?;
+    let parquet_visible = files
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .count();
     let base = table_url.object_store();
     // What the listing scan reads: a named file, or a directory's visible `.parquet` files
     // (not Spark's `_SUCCESS`, not a writer's hidden temporaries).
@@ -194,7 +240,10 @@ async fn parquet_objects(ctx: &SessionContext, url: &str) -> Result<Vec<(String,
         .map(|(p, size)| (format!("{}{p}", base.as_str()), size))
         .collect();
     urls.sort();
-    Ok(urls)
+    Ok(Listed {
+        files: urls,
+        hidden: parquet_visible < parquet_listed,
+    })
 }
 
 /// One input file's batches in the contract's types.

@@ -3,18 +3,19 @@
 //!
 //! Outputs are staged in a local directory first and published at the end: locally by renaming the
 //! staged directory over the partition (readers see the old or the new partition, never half of
-//! one); on an object store by uploading each file (each PUT is atomic) and then deleting the
-//! partition's stale objects.
+//! one); on an object store by uploading the files under names unique to the run behind a commit
+//! marker ([`crate::commit::objects`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+use crate::commit::objects::Writer;
 use crate::error::{Error, Result};
+use crate::output::StagedPartition;
 
 /// A partition of a dataset: `date=2026-11-26`, `month=2026-11`, `experiment=exp-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,18 @@ impl Partition {
     }
     pub fn dir_name(&self) -> String {
         format!("{}={}", self.key, self.value)
+    }
+
+    /// The partition a directory name stands for (`date=…`, `month=…`, `experiment=…`), if any.
+    pub fn parse(dir_name: &str) -> Option<Self> {
+        let (key, value) = dir_name.split_once('=')?;
+        let key = ["date", "month", "experiment"]
+            .into_iter()
+            .find(|k| *k == key)?;
+        (!value.is_empty()).then(|| Partition {
+            key,
+            value: value.to_string(),
+        })
     }
 }
 
@@ -203,7 +216,8 @@ impl DataRoot {
     }
 
     /// The names of the files directly in `<root>/<rel_dir>/` (none when it does not exist),
-    /// sorted; hidden files (temporaries of unfinished writes) are left out.
+    /// sorted, as our readers see them: hidden files (temporaries of unfinished writes) are left
+    /// out, and on an object store a committed partition's files are those its markers name.
     pub async fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {
         let mut names = self.list_entries(rel_dir, false).await?;
         names.retain(|n| !n.starts_with('.'));
@@ -243,9 +257,11 @@ impl DataRoot {
                             .filter_map(|p| p.filename().map(String::from)),
                     );
                 } else {
+                    // As our readers see them: a committed partition's files (commit::objects).
+                    let files =
+                        crate::commit::objects::visible(store.as_ref(), listing.objects).await?;
                     names.extend(
-                        listing
-                            .objects
+                        files
                             .iter()
                             .filter_map(|o| o.location.filename().map(String::from)),
                     );
@@ -347,86 +363,42 @@ impl DataRoot {
         }
     }
 
-    /// Uploads a fully written local staging directory as `<dataset>/<partition>/` of an object
-    /// store, replacing whatever the partition held before. (A local root publishes through
-    /// [`crate::commit::publish`].)
-    pub async fn publish_partition(
-        &self,
-        staged: &Path,
-        dataset: &str,
-        partition: &Partition,
-    ) -> Result<()> {
-        match self {
-            DataRoot::Local(_) => Err(Error::Internal(
+    /// Publishes a fully written local staging directory into `<dataset>/<partition>/` of an
+    /// object store, as [`crate::commit::objects`] describes (a local root publishes through
+    /// [`crate::commit::publish`]).
+    pub(crate) async fn publish_objects(&self, staged: &StagedPartition) -> Result<()> {
+        let DataRoot::ObjectStore { store, .. } = self else {
+            return Err(Error::Internal(
                 "a local partition is published by a commit".into(),
-            )),
-            DataRoot::ObjectStore { store, .. } => {
-                let base = self.object_path(&format!("{dataset}/{}", partition.dir_name()));
-                let mut written = Vec::new();
-                for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
-                    let entry = entry.map_err(|e| Error::io(staged, e))?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let dest = base.clone().join(name.as_str());
-                    upload_file(store.as_ref(), &entry.path(), &dest).await?;
-                    written.push(dest);
-                }
-                let old: Vec<_> = store.list(Some(&base)).try_collect().await?;
-                for meta in old {
-                    if !written.contains(&meta.location) {
-                        store.delete(&meta.location).await?;
-                    }
-                }
-                Ok(())
-            }
-        }
+            ));
+        };
+        let base = self.object_path(&format!(
+            "{}/{}",
+            staged.dataset,
+            staged.partition.dir_name()
+        ));
+        let writer = match &staged.stale {
+            None => Writer::Whole,
+            Some(b) => Writer::Beside {
+                id: &b.writer,
+                stale: &b.stale,
+            },
+        };
+        crate::commit::objects::publish(store.as_ref(), &base, &staged.dir, writer).await?;
+        Ok(())
     }
 
-    /// Uploads the files of a staging directory into `<dataset>/<partition>/` of an object store
-    /// beside what the partition already holds (for runs that each write one share of a
-    /// partition, such as sharded runs), then removes the existing files that `stale` names.
-    /// Each file appears whole (one upload); the partition as a whole is not replaced. (A local
-    /// root publishes through [`crate::commit::publish`].)
-    pub async fn publish_files(
-        &self,
-        staged: &Path,
-        dataset: &str,
-        partition: &Partition,
-        stale: impl Fn(&str) -> bool,
-    ) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
-            let entry = entry.map_err(|e| Error::io(staged, e))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        let mut published = Vec::new();
-        match self {
-            DataRoot::Local(_) => {
-                return Err(Error::Internal(
-                    "local files are published by a commit".into(),
-                ));
-            }
-            DataRoot::ObjectStore { store, url, .. } => {
-                let base = self.object_path(&format!("{dataset}/{}", partition.dir_name()));
-                let old: Vec<_> = store.list(Some(&base)).try_collect().await?;
-                for meta in old {
-                    let name = meta.location.filename().unwrap_or_default().to_string();
-                    if stale(&name) && !names.contains(&name) {
-                        store.delete(&meta.location).await?;
-                    }
-                }
-                for name in &names {
-                    let dest = base.clone().join(name.as_str());
-                    upload_file(store.as_ref(), &staged.join(name), &dest).await?;
-                    published.push(format!(
-                        "{}/{dataset}/{}/{name}",
-                        url.as_str().trim_end_matches('/'),
-                        partition.dir_name()
-                    ));
-                }
-            }
-        }
-        Ok(published)
+    /// Uploads the local file `src` to `<root>/<rel>` of an object store, streamed (a multipart
+    /// upload: the object appears whole or not at all); gives its URL. A file that is not a
+    /// partition's (a CSV export); partitions are published by [`crate::commit::publish`].
+    pub async fn upload(&self, rel: &str, src: &Path) -> Result<String> {
+        let DataRoot::ObjectStore { store, url, .. } = self else {
+            return Err(Error::Internal(
+                "upload is for an object-store root; a local file is written in place".into(),
+            ));
+        };
+        crate::commit::objects::upload_file(store.as_ref(), src, &self.object_path(rel)).await?;
+        Ok(format!("{}/{rel}", url.as_str().trim_end_matches('/')))
     }
 
     /// Writes one small file (run record, rejects, report) atomically at `<root>/<rel>`.
@@ -445,25 +417,6 @@ impl DataRoot {
             }
         }
     }
-}
-
-async fn upload_file(store: &dyn ObjectStore, src: &Path, dest: &ObjectPath) -> Result<()> {
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(src)
-        .await
-        .map_err(|e| Error::io(src, e))?;
-    let upload = store.put_multipart(dest).await?;
-    let mut writer = object_store::WriteMultipart::new(upload);
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        let n = file.read(&mut buf).await.map_err(|e| Error::io(src, e))?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buf[..n]);
-    }
-    writer.finish().await?;
-    Ok(())
 }
 
 /// Why an S3 client would find no credentials, when it would not: with the instance-metadata

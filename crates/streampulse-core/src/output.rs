@@ -35,13 +35,21 @@ pub struct StagedPartition {
     pub rows: u64,
     pub bytes: u64,
     pub files: usize,
-    /// `None`: the partition is replaced whole. `Some(stale)`: the files join the partition
-    /// beside what it holds (one shard of several), and its files for which `stale` is true go.
-    pub(crate) stale: Option<StaleFiles>,
+    /// `None`: the partition is replaced whole. `Some`: the files join the partition beside what
+    /// it holds (one shard of several), as one writer, and the existing files it replaces go.
+    pub(crate) stale: Option<Beside>,
 }
 
-/// Which of a partition's files a shard's publish removes.
+/// Which of a partition's files a shard's publish removes (by the names runs gave them).
 pub(crate) type StaleFiles = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// One writer of several in a partition.
+#[derive(Clone)]
+pub(crate) struct Beside {
+    /// Names the writer (its commit marker on an object store: [`crate::commit::objects`]).
+    pub writer: String,
+    pub stale: StaleFiles,
+}
 
 impl std::fmt::Debug for StagedPartition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,35 +59,52 @@ impl std::fmt::Debug for StagedPartition {
             .field("dir", &self.dir)
             .field("rows", &self.rows)
             .field("files", &self.files)
-            .field("beside", &self.stale.is_some())
+            .field("beside", &self.stale.as_ref().map(|b| b.writer.as_str()))
             .finish()
     }
 }
 
 impl StagedPartition {
-    /// Publishes the files beside the partition's others instead of replacing it (each shard of
-    /// a sharded run adds its own); the partition's files for which `stale` is true are removed
-    /// (the shard's earlier files, files of another shard layout).
-    pub fn beside(mut self, stale: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        self.stale = Some(Arc::new(stale));
-        self
-    }
-
-    /// Uploads to an object store, partition by partition (see [`crate::commit`] for why this
-    /// is not a commit there).
-    pub(crate) async fn publish_uncommitted(&self, root: &DataRoot) -> Result<()> {
-        match &self.stale {
-            None => {
-                root.publish_partition(&self.dir, &self.dataset, &self.partition)
-                    .await?
-            }
-            Some(stale) => {
-                let stale = stale.clone();
-                root.publish_files(&self.dir, &self.dataset, &self.partition, move |n| stale(n))
-                    .await?;
+    /// A partition that a writer of its own (datagen's generator) wrote into the local directory
+    /// `dir`, to be published like a run's: replacing the partition whole. Its rows are read from
+    /// the Parquet footers. The directory's files go when it is dropped unpublished.
+    pub fn from_dir(dataset: &str, partition: Partition, dir: PathBuf) -> Result<Self> {
+        let mut staged = StagedPartition {
+            dataset: dataset.into(),
+            partition,
+            dir,
+            rows: 0,
+            bytes: 0,
+            files: 0,
+            stale: None,
+        };
+        for entry in std::fs::read_dir(&staged.dir).map_err(|e| Error::io(&staged.dir, e))? {
+            let path = entry.map_err(|e| Error::io(&staged.dir, e))?.path();
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            staged.bytes += file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            staged.files += 1;
+            if path.extension().is_some_and(|x| x == "parquet") {
+                let reader = parquet::file::reader::SerializedFileReader::new(file)?;
+                use parquet::file::reader::FileReader;
+                staged.rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
             }
         }
-        Ok(())
+        Ok(staged)
+    }
+
+    /// Publishes the files beside the partition's others instead of replacing it (each shard of
+    /// a sharded run adds its own), as `writer` (one name per shard); the partition's files for
+    /// which `stale` is true are removed (the shard's earlier files, files of another layout).
+    pub fn beside(
+        mut self,
+        writer: impl Into<String>,
+        stale: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.stale = Some(Beside {
+            writer: writer.into(),
+            stale: Arc::new(stale),
+        });
+        self
     }
 }
 

@@ -206,6 +206,7 @@ impl RejectSink {
             ),
         };
         let name = self.name.clone();
+        let writer = name.clone();
         Ok(StagedPartition {
             dataset: self.dataset.clone(),
             partition: self.partition.clone(),
@@ -215,7 +216,7 @@ impl RejectSink {
             files,
             stale: None,
         }
-        .beside(move |n| n == name))
+        .beside(writer, move |n| n == name))
     }
 
     /// [`RejectSink::stage`] after the share check of [`RejectSink::check_share`]: past the

@@ -87,11 +87,6 @@ pub struct Config {
 impl Args {
     pub fn validate(&self) -> Result<Config> {
         let common = self.common.validate()?;
-        if !common.data_root.is_local() {
-            return Err(Error::Config(
-                "datagen writes to a local --data-root only".into(),
-            ));
-        }
         for (name, v) in [
             ("--bad-rows", self.bad_rows),
             ("--late-share", self.late_share),
@@ -150,12 +145,19 @@ impl Args {
 
 /// Generates the datasets; a progress bar shows on a terminal, never in JSON logs.
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
-    let DataRoot::Local(root) = &cfg.common.data_root else {
-        return Err(Error::Config(
-            "datagen writes to a local --data-root only".into(),
-        ));
+    // An object-store root gets a tree written locally first (under --spill-dir), then
+    // published partition by partition (a commit each) and file by file.
+    let (root, generated) = match &cfg.common.data_root {
+        DataRoot::Local(root) => (root.clone(), None),
+        DataRoot::ObjectStore { .. } => {
+            let dir = tempfile::Builder::new()
+                .prefix("datagen-")
+                .tempdir_in(&cfg.common.spill_dir)
+                .map_err(|e| Error::io(&cfg.common.spill_dir, e))?;
+            (dir.path().to_path_buf(), Some(dir))
+        }
     };
-    let (gen_cfg, root, threads) = (cfg.gen_config.clone(), root.clone(), cfg.common.threads);
+    let (gen_cfg, threads) = (cfg.gen_config.clone(), cfg.common.threads);
     let show_bar = cfg.common.log_format == streampulse_core::config::LogFormat::Text
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     meter.engine = "rayon".into();
@@ -208,8 +210,23 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
     meter.set("bad_rows", summary.bad_rows);
     meter.set("late_plays", summary.late_plays);
     meter.set("csv_bytes", summary.csv_bytes);
-    for f in &summary.files {
-        tracing::info!(file = %f.display(), "written");
+    match &generated {
+        None => {
+            for f in &summary.files {
+                tracing::info!(file = %f.display(), "written");
+            }
+        }
+        Some(dir) => {
+            let urls = streampulse_core::commit::publish_tree(
+                &cfg.common.data_root,
+                dir.path(),
+                &summary.files,
+            )
+            .await?;
+            for url in urls {
+                tracing::info!(url = %url, "published");
+            }
+        }
     }
     Ok(summary)
 }

@@ -524,7 +524,9 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             std::fs::rename(entry.path(), &to).map_err(|e| streampulse_core::Error::io(&to, e))?;
         }
         let own_layout = format!("-of-{count:05}-");
-        staged.beside(move |name| name.starts_with(&prefix) || !name.contains(&own_layout))
+        staged.beside(prefix.clone(), move |name| {
+            name.starts_with(&prefix) || !name.contains(&own_layout)
+        })
     };
     let published =
         streampulse_core::commit::publish(&common.data_root, vec![staged, rejects]).await?;

@@ -20,8 +20,10 @@
 //! see each partition old or new, never a mix inside one, and a run's datasets all new once its
 //! commit has completed or been recovered.
 //!
-//! On an object store the staged files are uploaded per partition ([`DataRoot::publish_partition`]):
-//! there is no rename to make atomic, and the commit record does not apply.
+//! On an object store there is no rename: each partition is committed on its own, by a marker
+//! that names its new files ([`objects`]); the commit record does not apply.
+
+pub mod objects;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -169,7 +171,7 @@ pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Ve
     let DataRoot::Local(local) = root else {
         let mut out = Vec::with_capacity(staged.len());
         for mut s in staged {
-            s.publish_uncommitted(root).await?;
+            root.publish_objects(&s).await?;
             out.push(Published {
                 dataset: s.dataset.clone(),
                 url: root.partition_url(&s.dataset, &s.partition),
@@ -185,7 +187,7 @@ pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Ve
         let target = local.join(&s.dataset).join(s.partition.dir_name());
         let beside = match &s.stale {
             None => None,
-            Some(stale) => {
+            Some(crate::output::Beside { stale, .. }) => {
                 let mine = file_names(&s.dir)?;
                 let existing = if target.exists() {
                     file_names(&target)?
@@ -225,6 +227,60 @@ pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Ve
             remove_dir: false,
         })
         .collect())
+}
+
+/// Publishes into the object-store `root` the files of a tree written locally under `local`, as
+/// they lie there: each `<dataset>/<partition>/` directory by a commit that replaces the
+/// partition (as [`publish`] does for a run's), every other file (a CSV export) by one upload.
+/// Gives the published URLs, partitions first. What datagen does for an object-store root.
+pub async fn publish_tree(root: &DataRoot, local: &Path, files: &[PathBuf]) -> Result<Vec<String>> {
+    if root.is_local() {
+        return Err(Error::Internal(
+            "a tree is published into an object-store root; a local root is written in place"
+                .into(),
+        ));
+    }
+    let mut partitions = std::collections::BTreeMap::new();
+    let mut others = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(local).map_err(|_| {
+            Error::Internal(format!(
+                "{} is not under {}",
+                file.display(),
+                local.display()
+            ))
+        })?;
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        let parsed = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(crate::location::Partition::parse);
+        match (parsed, dir.parent()) {
+            (Some(partition), Some(dataset)) if !dataset.as_os_str().is_empty() => {
+                let dataset = dataset.to_string_lossy().into_owned();
+                partitions
+                    .entry(local.join(dir))
+                    .or_insert((dataset, partition));
+            }
+            _ => others.push(rel.to_path_buf()),
+        }
+    }
+    let mut staged = Vec::with_capacity(partitions.len());
+    for (dir, (dataset, partition)) in partitions {
+        staged.push(StagedPartition::from_dir(&dataset, partition, dir)?);
+    }
+    let mut urls: Vec<String> = publish(root, staged)
+        .await?
+        .into_iter()
+        .map(|p| p.url.clone())
+        .collect();
+    for rel in others {
+        urls.push(
+            root.upload(&rel.to_string_lossy(), &local.join(&rel))
+                .await?,
+        );
+    }
+    Ok(urls)
 }
 
 /// For a run that fails on its input after staging its rejects: publishes the rejects alone
@@ -473,10 +529,11 @@ mod tests {
             ("s0-", ["s0-part-0.parquet"]),
             ("s1-", ["s1-part-0.parquet"]),
         ] {
-            let s = staged(&root, "recs", &files).beside(move |n| n.starts_with(shard));
+            let s = staged(&root, "recs", &files).beside(shard, move |n| n.starts_with(shard));
             publish(&root, vec![s]).await.unwrap();
         }
-        let again = staged(&root, "recs", &["s0-part-1.parquet"]).beside(|n| n.starts_with("s0-"));
+        let again =
+            staged(&root, "recs", &["s0-part-1.parquet"]).beside("s0-", |n| n.starts_with("s0-"));
         publish(&root, vec![again]).await.unwrap();
         assert_eq!(
             names(&tmp.path().join("recs/date=2026-11-26")),

@@ -1,0 +1,698 @@
+//! The commit of one partition on an object store, for plain Parquet.
+//!
+//! An object store has no rename, and a partition's files cannot be replaced together. Writing
+//! new files over the old names would let a reader, or a crash, combine files of two runs. So
+//! the Parquet files of a partition are never overwritten:
+//!
+//! 1. each staged Parquet file is uploaded under a name unique to the commit:
+//!    `part-0.parquet` becomes `part-0.<commit>.parquet`, where `<commit>` is `sp` and digits
+//!    ([`commit_id`]);
+//! 2. the writer's **commit marker** `_committed-<writer>.json` is put, in one PUT. It lists the
+//!    files the writer has in the partition. From here on, the new files are the writer's. The
+//!    writer is `all` for a run that replaces the whole partition, or one shard of several that
+//!    publish side by side (each has its own marker, so shards commit without a race);
+//! 3. what the commit replaced is removed: the markers that the commit makes stale (first, so
+//!    that no marker ever names a removed file), then the files that no remaining marker names.
+//!
+//! Our readers ([`visible`]) read a directory that holds markers through them: only the files
+//! the markers name. They never see a mix, and never the files of a run that died before its
+//! marker. A directory without markers (files from another writer) is read as it is, except for
+//! files named like an uncommitted upload of ours.
+//!
+//! A plain Parquet reader (DuckDB, pandas, Spark) lists every `.parquet` file. It sees the old
+//! and the new files together between steps 1 and 3, and the uploads of a run that died before
+//! step 3 until the partition's next publish removes them. docs/architecture.md says so and
+//! recommends reading an object-store root through the markers or as Delta tables.
+//!
+//! Other files (a rejects file) are put under their own names: one PUT replaces one object
+//! atomically, and readers find it at the path the run's messages give.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::output::StaleFiles;
+
+/// Commit markers are named `_committed-<writer>.json`: readers of plain Parquet skip files whose
+/// name starts with `_` (Spark, pyarrow) or that do not end in `.parquet` (DuckDB's globs).
+pub const MARKER_PREFIX: &str = "_committed-";
+const MARKER_SUFFIX: &str = ".json";
+
+/// The writer of a whole partition.
+const WHOLE: &str = "all";
+
+/// A writer's commit marker: the files it has in the partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    commit: String,
+    writer: String,
+    /// The files as the run wrote them (`name`) and as they are stored (`object`), sorted by name.
+    files: Vec<MarkedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct MarkedFile {
+    name: String,
+    object: String,
+}
+
+/// Who publishes a partition's files, and what of the existing files it replaces.
+pub(crate) enum Writer<'a> {
+    /// A run that replaces the partition whole.
+    Whole,
+    /// One writer of several that publish side by side: `id` names its marker; the existing
+    /// files (by the name a run gave them) for which `stale` is true go.
+    Beside { id: &'a str, stale: &'a StaleFiles },
+}
+
+impl Writer<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Writer::Whole => WHOLE,
+            Writer::Beside { id, .. } => id,
+        }
+    }
+
+    /// Whether an existing file or marker, by the name a run gave it, is replaced by this commit.
+    fn replaces(&self, name: &str) -> bool {
+        match self {
+            Writer::Whole => true,
+            Writer::Beside { stale, .. } => stale(name),
+        }
+    }
+}
+
+/// Numbers this process's commits.
+static COMMITS: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to one commit: `sp`, then the time (to the millisecond), the process id and the
+/// process's commit count, all digits.
+fn commit_id() -> String {
+    format!(
+        "sp{}{:07}{:03}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S%3f"),
+        std::process::id() % 10_000_000,
+        COMMITS.fetch_add(1, Ordering::SeqCst) % 1000
+    )
+}
+
+fn is_commit_id(s: &str) -> bool {
+    s.len() > 2 && s.starts_with("sp") && s[2..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `part-0.parquet` stored by commit `c`: `part-0.<c>.parquet`.
+fn stored_name(name: &str, commit: &str) -> String {
+    match name.split_once('.') {
+        Some((stem, ext)) => format!("{stem}.{commit}.{ext}"),
+        None => format!("{name}.{commit}"),
+    }
+}
+
+/// The name a run gave a stored file, and whether it was stored under a commit's name.
+fn run_name(stored: &str) -> (String, bool) {
+    let parts: Vec<&str> = stored.split('.').collect();
+    match parts.iter().position(|p| is_commit_id(p)) {
+        Some(i) if i > 0 => {
+            let mut rest = parts.clone();
+            rest.remove(i);
+            (rest.join("."), true)
+        }
+        _ => (stored.to_string(), false),
+    }
+}
+
+fn marker_name(writer: &str) -> String {
+    format!("{MARKER_PREFIX}{writer}{MARKER_SUFFIX}")
+}
+
+fn is_marker(name: &str) -> bool {
+    name.starts_with(MARKER_PREFIX) && name.ends_with(MARKER_SUFFIX)
+}
+
+/// A writer id as it may stand in a file name.
+fn writer_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string()
+}
+
+/// The markers among `objects` (one directory's), read; a marker removed since the listing was
+/// dropped by a commit and is skipped.
+async fn read_markers(
+    store: &dyn ObjectStore,
+    objects: &[ObjectMeta],
+) -> Result<BTreeMap<String, Marker>> {
+    let mut markers = BTreeMap::new();
+    for meta in objects {
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        if !is_marker(name) {
+            continue;
+        }
+        let bytes = match store.get(&meta.location).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Internal(format!(
+                "commit marker {} is not readable: {e}",
+                meta.location
+            ))
+        })?;
+        markers.insert(name.to_string(), marker);
+    }
+    Ok(markers)
+}
+
+/// Publishes the files of the local directory `staged` into the partition `base` of `store`, as
+/// `writer`; returns the stored names of the published files, sorted by the names the run gave
+/// them. See the module's documentation for the steps.
+pub(crate) async fn publish(
+    store: &dyn ObjectStore,
+    base: &ObjectPath,
+    staged: &Path,
+    writer: Writer<'_>,
+) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(staged).map_err(|e| Error::io(staged, e))? {
+        let entry = entry.map_err(|e| Error::io(staged, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let commit = commit_id();
+    let mine = marker_name(&writer_id(writer.id()));
+
+    // What the partition holds before this commit.
+    let before = store.list_with_delimiter(Some(base)).await?.objects;
+    let markers = read_markers(store, &before).await?;
+
+    // 1. The uploads.
+    let mut marked = Vec::new();
+    let mut published = Vec::new();
+    for name in &names {
+        let object = if name.ends_with(".parquet") {
+            let object = stored_name(name, &commit);
+            marked.push(MarkedFile {
+                name: name.clone(),
+                object: object.clone(),
+            });
+            object
+        } else {
+            name.clone()
+        };
+        upload_file(
+            store,
+            &staged.join(name),
+            &base.clone().join(object.as_str()),
+        )
+        .await?;
+        published.push(object);
+    }
+
+    // 2. The marker: a writer with Parquet files, or one replacing its own earlier marker.
+    let marks =
+        !marked.is_empty() || markers.contains_key(&mine) || matches!(writer, Writer::Whole);
+    if marks {
+        let marker = Marker {
+            commit: commit.clone(),
+            writer: writer.id().to_string(),
+            files: marked,
+        };
+        store
+            .put(
+                &base.clone().join(mine.as_str()),
+                serde_json::to_vec_pretty(&marker)?.into(),
+            )
+            .await?;
+    }
+
+    // 3. What the commit replaced: other writers' stale markers first, then every file that no
+    // remaining marker names and that this commit replaces.
+    let mut dropped = BTreeSet::new();
+    for (name, marker) in &markers {
+        let replaced = matches!(writer, Writer::Whole)
+            || marker.files.iter().any(|f| writer.replaces(&f.name));
+        if *name != mine && replaced {
+            store.delete(&base.clone().join(name.as_str())).await?;
+            dropped.insert(name.clone());
+        }
+    }
+    let mut kept: BTreeSet<&str> = published.iter().map(String::as_str).collect();
+    for (name, marker) in &markers {
+        if *name != mine && !dropped.contains(name) {
+            kept.extend(marker.files.iter().map(|f| f.object.as_str()));
+        }
+    }
+    let mine_before: BTreeSet<&str> = markers
+        .get(&mine)
+        .map(|m| m.files.iter().map(|f| f.object.as_str()).collect())
+        .unwrap_or_default();
+    for meta in &before {
+        let Some(object) = meta.location.filename() else {
+            continue;
+        };
+        if is_marker(object) || kept.contains(object) {
+            continue;
+        }
+        let (name, _) = run_name(object);
+        if mine_before.contains(object) || writer.replaces(&name) {
+            store.delete(&meta.location).await?;
+        }
+    }
+    Ok(published)
+}
+
+/// Of one listing (files of one or more directories), the files our readers read: in a
+/// directory with commit markers, the Parquet files the markers name and the other files put
+/// under their own names; elsewhere every file except the uploads of a commit that has no marker
+/// (a run that died publishing).
+pub async fn visible(store: &dyn ObjectStore, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
+    let mut by_dir: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for meta in objects {
+        let dir = meta
+            .location
+            .as_ref()
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
+        by_dir.entry(dir).or_default().push(meta);
+    }
+    let mut out = Vec::new();
+    for (_, files) in by_dir {
+        let markers = read_markers(store, &files).await?;
+        if markers.is_empty() {
+            out.extend(files.into_iter().filter(|m| {
+                let name = m.location.filename().unwrap_or_default();
+                !run_name(name).1
+            }));
+        } else {
+            let named: BTreeSet<&str> = markers
+                .values()
+                .flat_map(|m| m.files.iter().map(|f| f.object.as_str()))
+                .collect();
+            // Besides the marked Parquet files, the files put under their own names (a
+            // report, a rejects file): one PUT replaced each whole.
+            out.extend(
+                files
+                    .iter()
+                    .filter(|m| {
+                        let name = m.location.filename().unwrap_or_default();
+                        named.contains(name)
+                            || !(is_marker(name) || name.ends_with(".parquet") || run_name(name).1)
+                    })
+                    .cloned(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Uploads one local file (a multipart upload: the object appears whole or not at all).
+pub(crate) async fn upload_file(
+    store: &dyn ObjectStore,
+    src: &Path,
+    dest: &ObjectPath,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(src)
+        .await
+        .map_err(|e| Error::io(src, e))?;
+    let upload = store.put_multipart(dest).await?;
+    let mut writer = object_store::WriteMultipart::new(upload);
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| Error::io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n]);
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicIsize;
+
+    use futures::stream::BoxStream;
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+
+    /// An object store that fails every write (upload, marker, delete) after `budget` of them:
+    /// a process killed between two steps of a publish, as the store sees it.
+    #[derive(Debug)]
+    struct Failing {
+        inner: InMemory,
+        budget: AtomicIsize,
+    }
+
+    impl Failing {
+        fn new(inner: InMemory, budget: isize) -> Self {
+            Failing {
+                inner,
+                budget: AtomicIsize::new(budget),
+            }
+        }
+        fn spend(&self) -> object_store::Result<()> {
+            if self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                return Err(object_store::Error::Generic {
+                    store: "failing",
+                    source: "the process died here".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl std::fmt::Display for Failing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failing")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Failing {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.spend()?;
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.spend()?;
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+            match self.spend() {
+                Ok(()) => self.inner.delete_stream(locations),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        }
+        fn list(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.spend()?;
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn base() -> ObjectPath {
+        ObjectPath::from("root/recs/date=2026-11-26")
+    }
+
+    /// A staging directory holding `files`, each file's bytes its name and `generation`.
+    fn staged(files: &[&str], generation: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::write(dir.path().join(f), format!("{generation}:{f}")).unwrap();
+        }
+        dir
+    }
+
+    /// What our readers read of the partition: (the name a run gave each file, its bytes).
+    async fn read(store: &dyn ObjectStore) -> Vec<(String, String)> {
+        let listed: Vec<ObjectMeta> = store.list(Some(&base())).try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for meta in visible(store, listed).await.unwrap() {
+            let name = meta.location.filename().unwrap();
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            out.push((run_name(name).0, String::from_utf8(bytes.to_vec()).unwrap()));
+        }
+        out.sort();
+        out
+    }
+
+    /// Publishes `files` of one generation as `writer`; gives back their stored names.
+    async fn commit(
+        store: &dyn ObjectStore,
+        files: &[&str],
+        generation: &str,
+        writer: Writer<'_>,
+    ) -> Vec<String> {
+        publish(store, &base(), staged(files, generation).path(), writer)
+            .await
+            .unwrap()
+    }
+
+    fn expect(files: &[&str], generation: &str) -> Vec<(String, String)> {
+        files
+            .iter()
+            .map(|f| (f.to_string(), format!("{generation}:{f}")))
+            .collect()
+    }
+
+    /// Every object in the partition.
+    async fn objects(store: &dyn ObjectStore) -> Vec<String> {
+        let listed: Vec<ObjectMeta> = store.list(Some(&base())).try_collect().await.unwrap();
+        let mut names: Vec<String> = listed
+            .iter()
+            .map(|m| m.location.filename().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn stored_names_carry_the_commit_and_give_back_the_run_s_name() {
+        let stored = stored_name("part-0.parquet", "sp2026120219100012301234567000");
+        assert_eq!(stored, "part-0.sp2026120219100012301234567000.parquet");
+        assert_eq!(run_name(&stored), ("part-0.parquet".into(), true));
+        assert_eq!(run_name("part-0.parquet"), ("part-0.parquet".into(), false));
+        assert_eq!(run_name("sp12.parquet"), ("sp12.parquet".into(), false));
+        assert_eq!(run_name("a.spx.parquet"), ("a.spx.parquet".into(), false));
+        assert!(is_commit_id(&commit_id()));
+        assert_ne!(commit_id(), commit_id());
+        assert_eq!(writer_id("shard-00001-of-00002-"), "shard-00001-of-00002");
+        assert_eq!(writer_id("a/b.jsonl"), "a_b_jsonl");
+    }
+
+    #[tokio::test]
+    async fn a_rerun_replaces_the_partition_and_leaves_one_marker_and_its_files() {
+        let store = InMemory::new();
+        commit(
+            &store,
+            &["part-0.parquet", "part-1.parquet"],
+            "old",
+            Writer::Whole,
+        )
+        .await;
+        assert_eq!(
+            read(&store).await,
+            expect(&["part-0.parquet", "part-1.parquet"], "old")
+        );
+        let again = staged(&["part-0.parquet"], "new");
+        let stored = publish(&store, &base(), again.path(), Writer::Whole)
+            .await
+            .unwrap();
+        assert_eq!(read(&store).await, expect(&["part-0.parquet"], "new"));
+        assert_eq!(
+            objects(&store).await,
+            vec!["_committed-all.json".to_string(), stored[0].clone()],
+            "the old files are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_killed_at_any_step_shows_the_old_files_or_the_new_never_a_mix() {
+        let old = ["part-0.parquet", "part-1.parquet"];
+        let new = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
+        let mut steps = 0;
+        loop {
+            let inner = InMemory::new();
+            commit(&inner, &old, "old", Writer::Whole).await;
+            let store = Failing::new(inner, steps);
+            let done = publish(&store, &base(), staged(&new, "new").path(), Writer::Whole)
+                .await
+                .is_ok();
+            let seen = read(&store).await;
+            assert!(
+                seen == expect(&old, "old") || seen == expect(&new, "new"),
+                "killed after {steps} writes, readers see {seen:?}"
+            );
+            // The next run finds a consistent partition and leaves nothing of the dead one.
+            store.budget.store(isize::MAX, Ordering::SeqCst);
+            let next = ["part-0.parquet"];
+            commit(&store, &next, "next", Writer::Whole).await;
+            assert_eq!(read(&store).await, expect(&next, "next"));
+            assert_eq!(
+                objects(&store).await.len(),
+                2,
+                "{:?}",
+                objects(&store).await
+            );
+            if done {
+                break;
+            }
+            steps += 1;
+        }
+        // Three uploads, the marker, two deletes: every point between them was tried.
+        assert_eq!(steps, 6);
+    }
+
+    #[tokio::test]
+    async fn shards_commit_side_by_side_and_a_whole_run_replaces_them() {
+        let store = InMemory::new();
+        commit(&store, &["part-0.parquet"], "whole", Writer::Whole).await;
+        let layout = |prefix: &'static str| -> StaleFiles {
+            Arc::new(move |n: &str| n.starts_with(prefix) || !n.contains("-of-00002-"))
+        };
+        let (s0, s1) = (layout("s0-of-00002-"), layout("s1-of-00002-"));
+        let shard = |id, stale| Writer::Beside { id, stale };
+        commit(
+            &store,
+            &["s0-of-00002-part-0.parquet"],
+            "a",
+            shard("s0", &s0),
+        )
+        .await;
+        assert_eq!(
+            read(&store).await,
+            expect(&["s0-of-00002-part-0.parquet"], "a"),
+            "another layout's files go"
+        );
+        commit(
+            &store,
+            &["s1-of-00002-part-0.parquet"],
+            "a",
+            shard("s1", &s1),
+        )
+        .await;
+        commit(
+            &store,
+            &["s0-of-00002-part-0.parquet"],
+            "b",
+            shard("s0", &s0),
+        )
+        .await;
+        let mut both = expect(&["s0-of-00002-part-0.parquet"], "b");
+        both.extend(expect(&["s1-of-00002-part-0.parquet"], "a"));
+        assert_eq!(
+            read(&store).await,
+            both,
+            "a shard's rerun replaces its own files only"
+        );
+        assert_eq!(objects(&store).await.len(), 4, "two markers, two files");
+        // A shard's upload that has no marker yet is left alone by the other shard's commit.
+        let pending = ObjectPath::from("root/recs/date=2026-11-26/s1-of-00002-part-1.sp1.parquet");
+        store.put(&pending, "pending".into()).await.unwrap();
+        commit(
+            &store,
+            &["s0-of-00002-part-0.parquet"],
+            "c",
+            shard("s0", &s0),
+        )
+        .await;
+        assert!(
+            objects(&store)
+                .await
+                .contains(&"s1-of-00002-part-1.sp1.parquet".to_string())
+        );
+        commit(&store, &["part-0.parquet"], "whole2", Writer::Whole).await;
+        assert_eq!(read(&store).await, expect(&["part-0.parquet"], "whole2"));
+        assert_eq!(objects(&store).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_parquet_is_put_under_its_own_name() {
+        let store = InMemory::new();
+        let name: StaleFiles = Arc::new(|n: &str| n == "rejects-0.jsonl");
+        let writer = || Writer::Beside {
+            id: "rejects-0.jsonl",
+            stale: &name,
+        };
+        let stored = commit(&store, &["rejects-0.jsonl"], "a", writer()).await;
+        assert_eq!(stored, ["rejects-0.jsonl"]);
+        commit(&store, &["rejects-0.jsonl"], "b", writer()).await;
+        assert_eq!(
+            objects(&store).await,
+            ["rejects-0.jsonl"],
+            "no marker, no copy"
+        );
+        assert_eq!(read(&store).await, expect(&["rejects-0.jsonl"], "b"));
+
+        // Beside marked Parquet files, a file under its own name is read too.
+        let whole = InMemory::new();
+        commit(
+            &whole,
+            &["part-0.parquet", "report.json"],
+            "a",
+            Writer::Whole,
+        )
+        .await;
+        assert_eq!(
+            read(&whole).await,
+            expect(&["part-0.parquet", "report.json"], "a")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_without_markers_is_read_whole_but_for_uploads_of_a_dead_commit() {
+        let store = InMemory::new();
+        for name in ["part-0.parquet", "part-1.sp123.parquet"] {
+            let at = base().join(name);
+            store.put(&at, format!("x:{name}").into()).await.unwrap();
+        }
+        let seen: Vec<String> = read(&store).await.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(seen, ["part-0.parquet"]);
+    }
+}
