@@ -23,6 +23,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions};
 use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore};
 
 use crate::config::CommonConfig;
 use crate::conform;
@@ -117,9 +118,13 @@ pub async fn read_parquet(
     // to be read; where listing fails, the scan of `urls` reports why.
     let mut files = Vec::new();
     let mut scanned = Vec::new();
+    let mut hidden = false;
     for url in &urls {
-        match listed_parquet(ctx, url).await {
-            Ok(listed) => {
+        match list_url(ctx, url).await {
+            Ok((table_url, store, objects)) => {
+                // A commit marker that cannot be read fails the read: never a plain scan.
+                let listed = committed(&table_url, store.as_ref(), objects).await?;
+                hidden |= listed.hidden;
                 if listed.hidden {
                     scanned.extend(listed.files.iter().map(|(f, _)| f.clone()));
                 } else {
@@ -134,7 +139,14 @@ pub async fn read_parquet(
             }
         }
     }
+    let target = conform::contract_schema(contract, columns)?;
     if files.is_empty() {
+        if hidden {
+            // Only files no commit names (a run that died before its first commit): the
+            // partition holds nothing yet, and a plain scan would read them.
+            let table = StreamingTable::try_new(target, Vec::new())?;
+            return Ok(ctx.read_table(Arc::new(table))?);
+        }
         scanned = urls.clone();
     }
     let listing = ctx
@@ -147,7 +159,6 @@ pub async fn read_parquet(
         }
     }
     // Something to convert, or files whose schemas do not merge: one stream per file.
-    let target = conform::contract_schema(contract, columns)?;
     let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
     for file in files {
         let df = ctx
@@ -194,33 +205,57 @@ pub async fn parquet_bytes(ctx: &SessionContext, urls: &[String]) -> Result<u64>
 
 /// The files a listing of `url` reads, with their sizes, sorted by URL.
 async fn parquet_objects(ctx: &SessionContext, url: &str) -> Result<Vec<(String, u64)>> {
-    Ok(listed_parquet(ctx, url).await?.files)
+    let (table_url, store, listed) = list_url(ctx, url).await?;
+    Ok(committed(&table_url, store.as_ref(), listed).await?.files)
+}
+
+/// Every object under one input URL (a file, or a directory listed recursively).
+async fn list_url(
+    ctx: &SessionContext,
+    url: &str,
+) -> Result<(ListingTableUrl, Arc<dyn ObjectStore>, Vec<ObjectMeta>)> {
+    let table_url = ListingTableUrl::parse(url)?;
+    let store = ctx.runtime_env().object_store(table_url.object_store())?;
+    let listed: Vec<_> = table_url
+        .list_all_files(&ctx.state(), store.as_ref(), "")
+        .await?
+        .try_collect()
+        .await?;
+    Ok((table_url, store, listed))
 }
 
 /// The Parquet files under one input URL that our readers read.
 struct Listed {
     /// With their sizes, sorted by URL.
     files: Vec<(String, u64)>,
-    /// Whether the URL holds `.parquet` files that are not to be read (the superseded or dead
-    /// uploads of an object-store commit): a plain listing scan of it would read them.
+    /// Whether the URL is to be scanned as this file list, not listed again: it holds commit
+    /// markers (a listing made later could see another commit's uploads) or `.parquet` files
+    /// that are not to be read (the replaced or dead uploads of an object-store commit).
     hidden: bool,
 }
 
-async fn listed_parquet(ctx: &SessionContext, url: &str) -> Result<Listed> {
-    let table_url = ListingTableUrl::parse(url)?;
-    let store = ctx.runtime_env().object_store(table_url.object_store())?;
-    let state = ctx.state();
-    let listed: Vec<_> = table_url
-        .list_all_files(&state, store.as_ref(), "")
-        .await?
-        .try_collect()
-        .await?;
-    // A partition an object-store run committed is read through its commit markers.
+/// Of one URL's objects, the Parquet files our readers read: on an object store, through the
+/// commit markers ([`crate::commit::objects::visible`]); a local root has no markers (its
+/// partitions are replaced by renames), and every file there is read.
+async fn committed(
+    table_url: &ListingTableUrl,
+    store: &dyn ObjectStore,
+    listed: Vec<ObjectMeta>,
+) -> Result<Listed> {
     let parquet_listed = listed
         .iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
         .count();
-    let files = crate::commit::objects::visible(store.as_ref(), listed).await?;
+    let marked = listed.iter().any(|m| {
+        m.location
+            .filename()
+            .is_some_and(|n| n.starts_with(crate::commit::objects::MARKER_PREFIX))
+    });
+    let files = if table_url.scheme() == "file" {
+        listed
+    } else {
+        crate::commit::objects::visible(store, listed).await?
+    };
     let parquet_visible = files
         .iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
@@ -242,7 +277,7 @@ async fn listed_parquet(ctx: &SessionContext, url: &str) -> Result<Listed> {
     urls.sort();
     Ok(Listed {
         files: urls,
-        hidden: parquet_visible < parquet_listed,
+        hidden: marked || parquet_visible < parquet_listed,
     })
 }
 

@@ -52,6 +52,20 @@ struct Marker {
     writer: String,
     /// The files as the run wrote them (`name`) and as they are stored (`object`), sorted by name.
     files: Vec<MarkedFile>,
+    /// The markers (by name and commit) this commit replaces: from the moment this marker is
+    /// there, readers ignore them, though they are deleted only after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replaces_markers: Vec<MarkerRef>,
+    /// The files under their own names (another writer's, an older release's) that this commit
+    /// replaces: hidden from readers from this marker on, deleted after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replaces_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+struct MarkerRef {
+    marker: String,
+    commit: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,14 +103,20 @@ impl Writer<'_> {
 /// Numbers this process's commits.
 static COMMITS: AtomicUsize = AtomicUsize::new(0);
 
-/// A name unique to one commit: `sp`, then the time (to the millisecond), the process id and the
-/// process's commit count, all digits.
+/// A name unique to one commit: `sp`, then the time (to the millisecond), the process id, the
+/// process's commit count and six random digits, all digits. The random part keeps two writers
+/// apart whose pids agree (containers all run as pid 1).
 fn commit_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     format!(
-        "sp{}{:07}{:03}",
+        "sp{}{:07}{:03}{:06}",
         chrono::Utc::now().format("%Y%m%d%H%M%S%3f"),
         std::process::id() % 10_000_000,
-        COMMITS.fetch_add(1, Ordering::SeqCst) % 1000
+        COMMITS.fetch_add(1, Ordering::SeqCst) % 1000,
+        random % 1_000_000
     )
 }
 
@@ -178,6 +198,24 @@ async fn read_markers(
     Ok(markers)
 }
 
+/// The names of the markers that a marker present replaces (by name and commit: a writer's
+/// newer marker under the same name is not replaced by what replaced its older one).
+fn dead_markers(markers: &BTreeMap<String, Marker>) -> BTreeSet<&str> {
+    let replaced: BTreeSet<(&str, &str)> = markers
+        .values()
+        .flat_map(|m| {
+            m.replaces_markers
+                .iter()
+                .map(|r| (r.marker.as_str(), r.commit.as_str()))
+        })
+        .collect();
+    markers
+        .iter()
+        .filter(|(name, m)| replaced.contains(&(name.as_str(), m.commit.as_str())))
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
 /// Publishes the files of the local directory `staged` into the partition `base` of `store`, as
 /// `writer`; returns the stored names of the published files, sorted by the names the run gave
 /// them. See the module's documentation for the steps.
@@ -200,37 +238,84 @@ pub(crate) async fn publish(
     let before = store.list_with_delimiter(Some(base)).await?.objects;
     let markers = read_markers(store, &before).await?;
 
-    // 1. The uploads.
-    let mut marked = Vec::new();
-    let mut published = Vec::new();
-    for name in &names {
-        let object = if name.ends_with(".parquet") {
-            let object = stored_name(name, &commit);
-            marked.push(MarkedFile {
-                name: name.clone(),
-                object: object.clone(),
-            });
-            object
-        } else {
-            name.clone()
+    // What the commit replaces: the other writers' markers it makes stale, and every file that
+    // no remaining marker names and that the commit replaces.
+    // (A marker already replaced by a marker present is dead, and goes too: were the marker
+    // that replaced it dropped, it would come back.)
+    let dead = dead_markers(&markers);
+    let dropped: BTreeMap<&String, &Marker> = markers
+        .iter()
+        .filter(|(name, marker)| {
+            **name != mine
+                && (dead.contains(name.as_str())
+                    || matches!(writer, Writer::Whole)
+                    || marker.files.iter().any(|f| writer.replaces(&f.name)))
+        })
+        .collect();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    for (name, marker) in &markers {
+        if *name != mine && !dropped.contains_key(name) {
+            kept.extend(marker.files.iter().map(|f| f.object.clone()));
+        }
+    }
+    let mine_before: BTreeSet<&str> = markers
+        .get(&mine)
+        .map(|m| m.files.iter().map(|f| f.object.as_str()).collect())
+        .unwrap_or_default();
+    let parquet: Vec<&String> = names.iter().filter(|n| n.ends_with(".parquet")).collect();
+    let others: Vec<&String> = names.iter().filter(|n| !n.ends_with(".parquet")).collect();
+    let mut deleted = Vec::new();
+    for meta in &before {
+        let Some(object) = meta.location.filename() else {
+            continue;
         };
+        let (name, _) = run_name(object);
+        if is_marker(object) || kept.contains(object) || others.contains(&&name) {
+            continue; // a file put under its own name is replaced by its PUT
+        }
+        if mine_before.contains(object) || writer.replaces(&name) {
+            deleted.push(object.to_string());
+        }
+    }
+
+    // 1. The Parquet uploads, under the commit's names.
+    let mut marked = Vec::new();
+    for name in &parquet {
+        let object = stored_name(name, &commit);
         upload_file(
             store,
-            &staged.join(name),
+            &staged.join(name.as_str()),
             &base.clone().join(object.as_str()),
         )
         .await?;
-        published.push(object);
+        marked.push(MarkedFile {
+            name: name.to_string(),
+            object,
+        });
     }
 
-    // 2. The marker: a writer with Parquet files, or one replacing its own earlier marker.
-    let marks =
-        !marked.is_empty() || markers.contains_key(&mine) || matches!(writer, Writer::Whole);
+    // 2. The marker: for a writer with Parquet files, one replacing its own earlier marker, or
+    // one that replaces what others wrote.
+    let replaces_files: Vec<String> = deleted.iter().filter(|o| !run_name(o).1).cloned().collect();
+    let marks = !marked.is_empty()
+        || markers.contains_key(&mine)
+        || matches!(writer, Writer::Whole)
+        || !dropped.is_empty()
+        || !replaces_files.is_empty();
+    let mut published: Vec<String> = marked.iter().map(|f| f.object.clone()).collect();
     if marks {
         let marker = Marker {
             commit: commit.clone(),
-            writer: writer.id().to_string(),
+            writer: writer_id(writer.id()),
             files: marked,
+            replaces_markers: dropped
+                .iter()
+                .map(|(name, m)| MarkerRef {
+                    marker: name.to_string(),
+                    commit: m.commit.clone(),
+                })
+                .collect(),
+            replaces_files,
         };
         store
             .put(
@@ -240,46 +325,36 @@ pub(crate) async fn publish(
             .await?;
     }
 
-    // 3. What the commit replaced: other writers' stale markers first, then every file that no
-    // remaining marker names and that this commit replaces.
-    let mut dropped = BTreeSet::new();
-    for (name, marker) in &markers {
-        let replaced = matches!(writer, Writer::Whole)
-            || marker.files.iter().any(|f| writer.replaces(&f.name));
-        if *name != mine && replaced {
-            store.delete(&base.clone().join(name.as_str())).await?;
-            dropped.insert(name.clone());
-        }
+    // Files under their own names (a rejects file, a report): after the marker, so that a run
+    // killed before its commit leaves no new file beside the old partition.
+    for name in others {
+        upload_file(
+            store,
+            &staged.join(name.as_str()),
+            &base.clone().join(name.as_str()),
+        )
+        .await?;
+        published.push(name.clone());
     }
-    let mut kept: BTreeSet<&str> = published.iter().map(String::as_str).collect();
-    for (name, marker) in &markers {
-        if *name != mine && !dropped.contains(name) {
-            kept.extend(marker.files.iter().map(|f| f.object.as_str()));
-        }
+
+    // 3. What the commit replaced: the stale markers first (so that no marker ever names a
+    // removed file), then the files.
+    for name in dropped.keys() {
+        store.delete(&base.clone().join(name.as_str())).await?;
     }
-    let mine_before: BTreeSet<&str> = markers
-        .get(&mine)
-        .map(|m| m.files.iter().map(|f| f.object.as_str()).collect())
-        .unwrap_or_default();
-    for meta in &before {
-        let Some(object) = meta.location.filename() else {
-            continue;
-        };
-        if is_marker(object) || kept.contains(object) {
-            continue;
-        }
-        let (name, _) = run_name(object);
-        if mine_before.contains(object) || writer.replaces(&name) {
-            store.delete(&meta.location).await?;
-        }
+    for object in &deleted {
+        store.delete(&base.clone().join(object.as_str())).await?;
     }
+    published.sort_by_key(|o| run_name(o).0);
     Ok(published)
 }
 
-/// Of one listing (files of one or more directories), the files our readers read: in a
-/// directory with commit markers, the Parquet files the markers name and the other files put
-/// under their own names; elsewhere every file except the uploads of a commit that has no marker
-/// (a run that died publishing).
+/// Of one listing (files of one or more directories), the files our readers read. In a
+/// directory with commit markers: the Parquet files that the live markers name (a marker is
+/// dead once a marker present replaces it), and the files under their own names that no marker
+/// replaces. Elsewhere: every file except the uploads of a commit that has no marker (a run
+/// that died publishing). A file a live marker names that the listing lacks means a commit
+/// came between the listing and the read: it fails (75), a retry reads the new partition.
 pub async fn visible(store: &dyn ObjectStore, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
     let mut by_dir: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
     for meta in objects {
@@ -292,31 +367,51 @@ pub async fn visible(store: &dyn ObjectStore, objects: Vec<ObjectMeta>) -> Resul
         by_dir.entry(dir).or_default().push(meta);
     }
     let mut out = Vec::new();
-    for (_, files) in by_dir {
+    for (dir, files) in by_dir {
         let markers = read_markers(store, &files).await?;
         if markers.is_empty() {
             out.extend(files.into_iter().filter(|m| {
                 let name = m.location.filename().unwrap_or_default();
                 !run_name(name).1
             }));
-        } else {
-            let named: BTreeSet<&str> = markers
-                .values()
-                .flat_map(|m| m.files.iter().map(|f| f.object.as_str()))
-                .collect();
-            // Besides the marked Parquet files, the files put under their own names (a
-            // report, a rejects file): one PUT replaced each whole.
-            out.extend(
-                files
-                    .iter()
-                    .filter(|m| {
-                        let name = m.location.filename().unwrap_or_default();
-                        named.contains(name)
-                            || !(is_marker(name) || name.ends_with(".parquet") || run_name(name).1)
-                    })
-                    .cloned(),
-            );
+            continue;
         }
+        let dead = dead_markers(&markers);
+        let live: Vec<&Marker> = markers
+            .iter()
+            .filter(|(name, _)| !dead.contains(name.as_str()))
+            .map(|(_, m)| m)
+            .collect();
+        let named: BTreeSet<&str> = live
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.object.as_str()))
+            .collect();
+        let replaced: BTreeSet<&str> = live
+            .iter()
+            .flat_map(|m| m.replaces_files.iter().map(String::as_str))
+            .collect();
+        let listed: BTreeSet<&str> = files.iter().filter_map(|m| m.location.filename()).collect();
+        if let Some(missing) = named.iter().find(|o| !listed.contains(*o)) {
+            return Err(object_store::Error::Generic {
+                store: "commit",
+                source: format!(
+                    "{dir}/{missing} is named by a commit marker but was not listed: the \
+                     partition was published again while being read; a retry reads it whole"
+                )
+                .into(),
+            }
+            .into());
+        }
+        out.extend(
+            files
+                .iter()
+                .filter(|m| {
+                    let name = m.location.filename().unwrap_or_default();
+                    named.contains(name)
+                        || !(is_marker(name) || run_name(name).1 || replaced.contains(name))
+                })
+                .cloned(),
+        );
     }
     Ok(out)
 }
@@ -694,5 +789,197 @@ mod tests {
         }
         let seen: Vec<String> = read(&store).await.into_iter().map(|(n, _)| n).collect();
         assert_eq!(seen, ["part-0.parquet"]);
+    }
+
+    /// A writer of the kill tests: the whole partition, or shard `s0`/`s1` of two.
+    #[derive(Clone, Copy)]
+    enum As {
+        Whole,
+        Shard(&'static str),
+    }
+
+    async fn commit_as(store: &dyn ObjectStore, files: &[&str], generation: &str, by: As) {
+        match by {
+            As::Whole => {
+                commit(store, files, generation, Writer::Whole).await;
+            }
+            As::Shard(id) => {
+                let prefix = format!("{id}-of-00002-");
+                let stale: StaleFiles =
+                    Arc::new(move |n: &str| n.starts_with(&prefix) || !n.contains("-of-00002-"));
+                commit(
+                    store,
+                    files,
+                    generation,
+                    Writer::Beside { id, stale: &stale },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Kills `next` after each of its writes, over the partition `prior` leaves (commits, then
+    /// files put under their own names by another writer): readers see the old partition or
+    /// the new one, and a rerun of `next` leaves exactly what an unbroken run leaves.
+    async fn killed_at_every_step(
+        prior: &[(&[&str], &str, As)],
+        foreign: &[&str],
+        next: (&[&str], &str, As),
+    ) {
+        let setup = || async {
+            let store = InMemory::new();
+            for (files, generation, by) in prior {
+                commit_as(&store, files, generation, *by).await;
+            }
+            for name in foreign {
+                let at = base().join(*name);
+                store
+                    .put(&at, format!("foreign:{name}").into())
+                    .await
+                    .unwrap();
+            }
+            store
+        };
+        let clean = setup().await;
+        let old = read(&clean).await;
+        commit_as(&clean, next.0, next.1, next.2).await;
+        let new = read(&clean).await;
+        assert_ne!(old, new);
+        let mut steps = 0;
+        loop {
+            let store = Failing::new(setup().await, steps);
+            let by = next.2;
+            let done = match by {
+                As::Whole => {
+                    publish(
+                        &store,
+                        &base(),
+                        staged(next.0, next.1).path(),
+                        Writer::Whole,
+                    )
+                    .await
+                }
+                As::Shard(id) => {
+                    let prefix = format!("{id}-of-00002-");
+                    let stale: StaleFiles = Arc::new(move |n: &str| {
+                        n.starts_with(&prefix) || !n.contains("-of-00002-")
+                    });
+                    let writer = Writer::Beside { id, stale: &stale };
+                    publish(&store, &base(), staged(next.0, next.1).path(), writer).await
+                }
+            }
+            .is_ok();
+            let seen = read(&store).await;
+            assert!(
+                seen == old || seen == new,
+                "killed after {steps} writes, readers see {seen:?}, not {old:?} or {new:?}"
+            );
+            store.budget.store(isize::MAX, Ordering::SeqCst);
+            commit_as(&store, next.0, next.1, next.2).await;
+            assert_eq!(read(&store).await, new, "the rerun after {steps} writes");
+            assert_eq!(
+                objects(&store).await.len(),
+                objects(&clean).await.len(),
+                "nothing of the killed run is left: {:?}",
+                objects(&store).await
+            );
+            if done {
+                break;
+            }
+            steps += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_run_over_shards_killed_at_any_step_shows_the_shards_or_the_new_run() {
+        let s0: &[&str] = &["s0-of-00002-part-0.parquet"];
+        let s1: &[&str] = &["s1-of-00002-part-0.parquet"];
+        killed_at_every_step(
+            &[(s0, "a", As::Shard("s0")), (s1, "a", As::Shard("s1"))],
+            &[],
+            (&["part-0.parquet"], "whole", As::Whole),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_shard_over_a_whole_run_or_its_own_earlier_files_killed_at_any_step_never_mixes() {
+        let s0: &[&str] = &["s0-of-00002-part-0.parquet"];
+        let s1: &[&str] = &["s1-of-00002-part-0.parquet"];
+        killed_at_every_step(
+            &[(&["part-0.parquet", "part-1.parquet"], "whole", As::Whole)],
+            &[],
+            (s0, "a", As::Shard("s0")),
+        )
+        .await;
+        killed_at_every_step(
+            &[(s0, "a", As::Shard("s0")), (s1, "a", As::Shard("s1"))],
+            &[],
+            (s0, "b", As::Shard("s0")),
+        )
+        .await;
+        // A whole run killed after its marker, then a shard: the shards the whole run replaced
+        // do not come back.
+        killed_at_every_step(
+            &[(s0, "a", As::Shard("s0")), (s1, "a", As::Shard("s1"))],
+            &[],
+            (&["part-0.parquet"], "whole", As::Whole),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_over_files_another_writer_put_killed_at_any_step_never_mixes() {
+        killed_at_every_step(
+            &[],
+            &["part-0.parquet", "part-9.parquet"],
+            (&["part-0.parquet"], "new", As::Whole),
+        )
+        .await;
+        // An older release's shard files under plain names: shard 0's commit replaces its
+        // own and keeps shard 1's, which stays visible.
+        killed_at_every_step(
+            &[],
+            &["s0-of-00002-part-0.parquet", "s1-of-00002-part-0.parquet"],
+            (&["s0-of-00002-part-0.parquet"], "new", As::Shard("s0")),
+        )
+        .await;
+        let store = InMemory::new();
+        for name in ["s0-of-00002-part-0.parquet", "s1-of-00002-part-0.parquet"] {
+            store.put(&base().join(name), "old".into()).await.unwrap();
+        }
+        commit_as(
+            &store,
+            &["s0-of-00002-part-0.parquet"],
+            "new",
+            As::Shard("s0"),
+        )
+        .await;
+        let names: Vec<String> = read(&store).await.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["s0-of-00002-part-0.parquet", "s1-of-00002-part-0.parquet"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_another_writer_puts_into_a_committed_partition_is_read() {
+        let store = InMemory::new();
+        commit(&store, &["part-0.parquet"], "a", Writer::Whole).await;
+        let at = base().join("part-plays-p0000-o1-o9.parquet");
+        store.put(&at, "x:ingested".into()).await.unwrap();
+        let names: Vec<String> = read(&store).await.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["part-0.parquet", "part-plays-p0000-o1-o9.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_between_the_listing_and_the_read_fails_the_read_for_a_retry() {
+        let store = InMemory::new();
+        commit(&store, &["part-0.parquet"], "a", Writer::Whole).await;
+        let listed: Vec<ObjectMeta> = store.list(Some(&base())).try_collect().await.unwrap();
+        commit(&store, &["part-0.parquet"], "b", Writer::Whole).await;
+        let err = visible(&store, listed).await.unwrap_err();
+        assert_eq!(err.exit_code(), crate::exit::ExitCode::TempFail, "{err}");
+        assert!(err.to_string().contains("published again"), "{err}");
     }
 }
