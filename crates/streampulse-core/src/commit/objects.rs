@@ -262,6 +262,11 @@ pub(crate) async fn publish(
         .get(&mine)
         .map(|m| m.files.iter().map(|f| f.object.as_str()).collect())
         .unwrap_or_default();
+    // The files of a dropped marker go with it (a dead marker's, say, another shard's).
+    let of_dropped: BTreeSet<&str> = dropped
+        .values()
+        .flat_map(|m| m.files.iter().map(|f| f.object.as_str()))
+        .collect();
     let parquet: Vec<&String> = names.iter().filter(|n| n.ends_with(".parquet")).collect();
     let others: Vec<&String> = names.iter().filter(|n| !n.ends_with(".parquet")).collect();
     let mut deleted = Vec::new();
@@ -273,7 +278,7 @@ pub(crate) async fn publish(
         if is_marker(object) || kept.contains(object) || others.contains(&&name) {
             continue; // a file put under its own name is replaced by its PUT
         }
-        if mine_before.contains(object) || writer.replaces(&name) {
+        if mine_before.contains(object) || of_dropped.contains(object) || writer.replaces(&name) {
             deleted.push(object.to_string());
         }
     }
@@ -918,14 +923,33 @@ mod tests {
             (s0, "b", As::Shard("s0")),
         )
         .await;
-        // A whole run killed after its marker, then a shard: the shards the whole run replaced
-        // do not come back.
-        killed_at_every_step(
-            &[(s0, "a", As::Shard("s0")), (s1, "a", As::Shard("s1"))],
-            &[],
-            (&["part-0.parquet"], "whole", As::Whole),
-        )
-        .await;
+    }
+
+    #[tokio::test]
+    async fn the_shards_a_whole_run_replaced_do_not_come_back_when_a_shard_replaces_it() {
+        let s0: &[&str] = &["s0-of-00002-part-0.parquet"];
+        let s1: &[&str] = &["s1-of-00002-part-0.parquet"];
+        let inner = InMemory::new();
+        commit_as(&inner, s0, "a", As::Shard("s0")).await;
+        commit_as(&inner, s1, "a", As::Shard("s1")).await;
+        // The whole run dies after its upload and its marker, before any delete.
+        let store = Failing::new(inner, 2);
+        let whole = staged(&["part-0.parquet"], "whole");
+        assert!(
+            publish(&store, &base(), whole.path(), Writer::Whole)
+                .await
+                .is_err()
+        );
+        assert_eq!(read(&store).await, expect(&["part-0.parquet"], "whole"));
+        store.budget.store(isize::MAX, Ordering::SeqCst);
+        commit_as(&store, s0, "b", As::Shard("s0")).await;
+        assert_eq!(read(&store).await, expect(s0, "b"));
+        assert_eq!(
+            objects(&store).await.len(),
+            2,
+            "{:?}",
+            objects(&store).await
+        );
     }
 
     #[tokio::test]
