@@ -114,8 +114,8 @@ pub async fn read_parquet(
         [] => return Err(Error::Internal("read_parquet of no input".into())),
     };
     // The files a listing reads, as our readers see them (on an object store, the committed ones:
-    // see `visible`). A directory is scanned as one listing unless some of its files are not
-    // to be read; where listing fails, the scan of `urls` reports why.
+    // see `visible`). A directory is scanned as one listing unless it holds commit markers or
+    // files not to be read; where listing fails, the scan of `urls` reports why.
     let mut files = Vec::new();
     let mut scanned = Vec::new();
     let mut hidden = false;
@@ -133,7 +133,9 @@ pub async fn read_parquet(
                 files.extend(listed.files.into_iter().map(|(f, _)| f));
             }
             Err(_) => {
+                // The plain scan of every URL reports why (never the empty answer below).
                 files.clear();
+                hidden = false;
                 scanned = urls.clone();
                 break;
             }
