@@ -1,9 +1,9 @@
 """StreamPulse's nightly batch: every pipeline as a container of the pipelines image, for the
 DAG run's logical date `{{ ds }}`.
 
-    metadata_sync ───────────────────► play_counts ──► recommend[0..N-1] ◄── recommend_shards
-    plays_from_kafka ──► play_ingest ──┘             ├─► ab_analytics
-                                                     └─► first_of_month ──► revenue
+    metadata_sync ───────────────────► play_counts ──► recommend[0..N-1] ◄── recommend_shards ─┐
+    plays_from_kafka ──► play_ingest ──┘             ├─► ab_analytics ─────────────────────────┼─► vacuum
+                                                     └─► first_of_month ──► revenue ───────────┘
 
 metadata-sync brings the catalog database up to date with the partner's metadata API and writes
 the day's `songs` snapshot that play-counts, recommend and revenue join against. play-counts
@@ -15,6 +15,13 @@ plays_from_kafka skips it, and play_counts (trigger rule none_failed) runs witho
 recommend fans out over `streampulse_recommend_shards` shards (default 1): recommend_shards
 builds the N commands (`--shard I/N`) at run time, and the mapped task runs one container each.
 On the first of a month, revenue runs for the month that just ended.
+
+The datasets' table format is the Variable `streampulse_table_format` ("parquet", the default,
+or "delta": every dataset a Delta Lake table, each partition replaced in one commit, which is
+what readers of an s3:// root should get). Last, whatever became of the day's tasks (trigger
+rule all_done), vacuum deletes the files of the root's Delta tables that no version younger
+than `streampulse_vacuum_retention_hours` (default 168, Delta's 7 days) needs; on a root
+without Delta tables it finds nothing to do.
 
 One definition, two runtimes, chosen when the file is parsed by the Variable
 `streampulse_operator`:
@@ -86,6 +93,7 @@ MEANING = {64: "invalid flags or configuration", 65: "input rejected", 66: "inpu
 ENVIRONMENT = {
     "SP_DATA_ROOT": "{{ var.value.get('streampulse_data_root', 's3://streampulse-data') }}",
     "SP_MEMORY_LIMIT": "{{ var.value.get('streampulse_memory_limit', '8GiB') }}",
+    "SP_TABLE_FORMAT": "{{ var.value.get('streampulse_table_format', 'parquet') }}",
     "LOG_FORMAT": "json",
 }
 
@@ -351,6 +359,12 @@ with DAG(
         command=["revenue", "--month", "{{ macros.ds_format(macros.ds_add(ds, -1), '%Y-%m-%d', '%Y-%m') }}"],
         **ENGINE,
     )
+    vacuum = Pipeline(
+        task_id="vacuum",
+        command=["vacuum", "--retention-hours", "{{ var.value.get('streampulse_vacuum_retention_hours', '168') }}"],
+        trigger_rule="all_done",
+    )
     plays_from_kafka >> play_ingest >> play_counts
     metadata_sync >> play_counts >> [recommend, ab_analytics, first_of_month]
     first_of_month >> revenue
+    [recommend, ab_analytics, revenue] >> vacuum

@@ -197,6 +197,24 @@ for svc in play-counts-spark revenue-spark; do
   fi
 done
 
+# 7. The lake profile: MinIO, its bucket made once it is healthy, and the daily pipelines on
+#    s3://streampulse/ as Delta tables, with local credentials and no metadata service.
+if grep -q 'healthcheck:' <<<"$(block minio)" && [ "$(block lake-bucket | dep_condition minio)" = service_healthy ]; then
+  ok "minio has a healthcheck, and lake-bucket waits for it"
+else
+  fail "minio: no healthcheck, or lake-bucket does not wait for it"
+fi
+for svc in lake-datagen lake-play-counts lake-recommend lake-ab-analytics lake-revenue lake-vacuum; do
+  b="$(block "$svc")"
+  if grep -q 'SP_DATA_ROOT: s3://streampulse/lake' <<<"$b" && grep -q 'SP_TABLE_FORMAT: delta' <<<"$b" \
+    && grep -q 'AWS_ENDPOINT_URL: http://minio:9000' <<<"$b" && grep -Eq "AWS_EC2_METADATA_DISABLED: ['\"]?true" <<<"$b" \
+    && [ "$(dep_condition lake-bucket <<<"$b")" = service_completed_successfully ]; then
+    ok "$svc runs on s3://streampulse/lake in Delta format, after lake-bucket"
+  else
+    fail "$svc is not on the lake (SP_DATA_ROOT, SP_TABLE_FORMAT, AWS_ENDPOINT_URL, metadata off, depends_on)"
+  fi
+done
+
 if [ "$failures" -gt 0 ]; then
   echo "$failures check(s) failed"
   exit 1

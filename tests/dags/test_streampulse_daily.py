@@ -47,10 +47,10 @@ API_TOKEN = "sp-partner-token-4f9a2c71e8"
 os.environ["AIRFLOW_CONN_STREAMPULSE_CATALOG"] = CATALOG_URI
 os.environ["AIRFLOW_VAR_STREAMPULSE_API_TOKEN"] = API_TOKEN
 for name in ["STREAMPULSE_OPERATOR", "STREAMPULSE_PLAYS_SOURCE", "STREAMPULSE_RECOMMEND_SHARDS",
-             "STREAMPULSE_MEMORY_LIMIT"]:
+             "STREAMPULSE_MEMORY_LIMIT", "STREAMPULSE_TABLE_FORMAT", "STREAMPULSE_VACUUM_RETENTION_HOURS"]:
     os.environ.pop(f"AIRFLOW_VAR_{name}", None)
 
-PIPELINES = ["metadata_sync", "play_ingest", "play_counts", "recommend", "ab_analytics", "revenue"]
+PIPELINES = ["metadata_sync", "play_ingest", "play_counts", "recommend", "ab_analytics", "revenue", "vacuum"]
 TASKS = {*PIPELINES, "plays_from_kafka", "recommend_shards", "first_of_month"}
 REJECTS = "s3://sp/rejects/play-counts/date=2026-11-26/rejects.jsonl"
 REJECT_LOG = f'{{"level":"ERROR","message":"120 of 80000 input rows rejected; see {REJECTS}"}}'
@@ -288,6 +288,9 @@ def main():
           tasks["recommend"].is_mapped
           and sorted(tasks["recommend"].upstream_task_ids) == ["play_counts", "recommend_shards"],
           str(sorted(tasks["recommend"].upstream_task_ids)))
+    check("vacuum runs last, behind recommend, ab_analytics and revenue, whatever became of them",
+          sorted(tasks["vacuum"].upstream_task_ids) == ["ab_analytics", "recommend", "revenue"]
+          and not down["vacuum"] and tasks["vacuum"].trigger_rule == "all_done", str(down))
     check("revenue runs only behind first_of_month", down["first_of_month"] == ["revenue"]
           and sorted(tasks["revenue"].upstream_task_ids) == ["first_of_month"])
     ops = {t: tasks[t].unmap({"command": ["recommend"]}) if tasks[t].is_mapped else tasks[t] for t in tasks}
@@ -366,14 +369,16 @@ def main():
     FakeDocker = fake_docker_client_class()
     real_client = docker_hook.APIClient
     docker_hook.APIClient = FakeDocker
-    variables(streampulse_operator="docker", streampulse_plays_source="kafka", streampulse_recommend_shards=3)
+    variables(streampulse_operator="docker", streampulse_plays_source="kafka", streampulse_recommend_shards=3,
+              streampulse_table_format="delta")
     log_file.flush()
     log_start = log_path.stat().st_size
     try:
         run, tis, rendered, xcoms = run_dag(docker_dag, datetime(2026, 12, 1, tzinfo=timezone.utc))
     finally:
         docker_hook.APIClient = real_client
-        variables(streampulse_operator=None, streampulse_plays_source=None, streampulse_recommend_shards=None)
+        variables(streampulse_operator=None, streampulse_plays_source=None, streampulse_recommend_shards=None,
+                  streampulse_table_format=None)
     log_file.flush()
     task_log = log_path.read_bytes()[log_start:].decode(errors="replace")
     states = {k: str(ti.state) for k, ti in tis.items()}
@@ -387,7 +392,12 @@ def main():
     check("docker: the commands rendered for the logical date",
           by_pipeline.get("metadata-sync") == ["metadata-sync", "--date", "2026-12-01", "--xcom"]
           and by_pipeline.get("play-ingest") == ["play-ingest", "--until-caught-up", "--date", "2026-12-01", "--xcom"]
-          and by_pipeline.get("revenue") == ["revenue", "--month", "2026-11", "--xcom"], str(commands))
+          and by_pipeline.get("revenue") == ["revenue", "--month", "2026-11", "--xcom"]
+          and by_pipeline.get("vacuum") == ["vacuum", "--retention-hours", "168", "--xcom"], str(commands))
+    check("docker, streampulse_table_format=delta: every container gets SP_TABLE_FORMAT=delta",
+          len(FakeDocker.containers) >= 8
+          and all(c["environment"].get("SP_TABLE_FORMAT") == "delta" for c in FakeDocker.containers),
+          str([c["environment"].get("SP_TABLE_FORMAT") for c in FakeDocker.containers]))
     expected_shards = [["recommend", "--date", "2026-12-01", "--exclude-days", "7", "--shard", f"{i}/3"]
                        for i in range(3)]
     check("recommend_shards returns the 3 shard commands", xcoms.get(("recommend_shards", -1)) == expected_shards,
@@ -451,8 +461,9 @@ def main():
           xcoms.get(("recommend_shards", -1)) == [["recommend", "--date", "2026-11-26", "--exclude-days", "7",
                                                    "--shard", "0/1"]]
           and sorted(k for k in pods if k[0] == "recommend") == [("recommend", 0)], str(sorted(pods)))
-    check("a pod for every pipeline that ran",
-          sorted(pods) == [("ab_analytics", -1), ("metadata_sync", -1), ("play_counts", -1), ("recommend", 0)],
+    check("a pod for every pipeline that ran, vacuum last though revenue was skipped",
+          sorted(pods) == [("ab_analytics", -1), ("metadata_sync", -1), ("play_counts", -1), ("recommend", 0),
+                           ("vacuum", -1)],
           str(sorted(pods)))
     from kubernetes.client import ApiClient
     specs = {k: ApiClient().sanitize_for_serialization(p) for k, p in pods.items()}

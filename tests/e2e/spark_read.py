@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Spark as a reader of our datasets: opens each dataset directory with `spark.read.parquet(dir)`
+(or, with `--format delta`, `spark.read.format("delta").load(dir)`)
 over Spark Connect (partition discovery and type inference as Spark does them) and writes what
 Spark read as an Arrow IPC file `<out>/<name>.arrow`, with Spark's own type names in
 `<out>/<name>.types.json`, for readers_open_outputs.py to compare with the other readers.
@@ -22,13 +23,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--remote", required=True)
     ap.add_argument("--out", required=True, type=pathlib.Path)
+    # `delta`: each directory is a Delta table (spark.read.format("delta"), delta_tables.py).
+    ap.add_argument("--format", default="parquet", choices=["parquet", "delta"])
     ap.add_argument("datasets", nargs="+", type=pathlib.Path)
     args = ap.parse_args()
     spark = SparkSession.builder.remote(args.remote).getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     for directory in args.datasets:
         try:
-            df = spark.read.parquet(str(directory))
+            df = (spark.read.parquet(str(directory)) if args.format == "parquet"
+                  else spark.read.format("delta").load(str(directory)))
             table = df.toArrow()
             with pa.OSFile(str(args.out / f"{directory.name}.arrow"), "wb") as f:
                 with pa.ipc.new_file(f, table.schema) as w:

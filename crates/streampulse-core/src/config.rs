@@ -89,6 +89,41 @@ impl RejectArgs {
     }
 }
 
+/// How the datasets a pipeline writes are stored, for the pipelines that write datasets.
+#[derive(Debug, Clone, Args)]
+pub struct TableFormatArgs {
+    /// Table format of the datasets this run writes: `parquet` (Hive-partitioned Parquet files)
+    /// or `delta` (Delta Lake tables, each partition replaced in one commit). Inputs are read as
+    /// what they are: a dataset with a `_delta_log/` is read through its log either way.
+    #[arg(long, env = "SP_TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
+    pub table_format: TableFormat,
+}
+
+/// A dataset's storage (docs/architecture.md, "Table formats").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Hive-partitioned Parquet: published by renames on a local root, behind commit markers on
+    /// an object store.
+    #[default]
+    Parquet,
+    /// A Delta Lake table per dataset (the `delta` cargo feature, on by default).
+    Delta,
+}
+
+impl TableFormatArgs {
+    pub fn validate(&self) -> Result<TableFormat> {
+        if self.table_format == TableFormat::Delta && !cfg!(feature = "delta") {
+            return Err(Error::Config(
+                "--table-format delta: this build has no Delta Lake support (the core's `delta` \
+                 feature is off)"
+                    .into(),
+            ));
+        }
+        Ok(self.table_format)
+    }
+}
+
 /// The validated form of [`CommonArgs`], with the budget when the pipeline takes one.
 #[derive(Debug, Clone)]
 pub struct CommonConfig {
@@ -102,9 +137,17 @@ pub struct CommonConfig {
     pub spill_root: PathBuf,
     pub log_format: LogFormat,
     pub xcom_path: Option<PathBuf>,
+    /// `--table-format` of a pipeline that writes datasets; plain Parquet for the others.
+    pub table_format: TableFormat,
 }
 
 impl CommonConfig {
+    /// The config of a pipeline that writes datasets: in the table format `format` asks for.
+    pub fn writing(mut self, format: &TableFormatArgs) -> Result<Self> {
+        self.table_format = format.validate()?;
+        Ok(self)
+    }
+
     /// The budget of a pipeline that takes `--memory-limit`; 0 (no budget) otherwise.
     pub fn budget(&self) -> u64 {
         self.memory_limit.map_or(0, |b| b.0)
@@ -127,6 +170,7 @@ impl CommonArgs {
             spill_root,
             log_format: self.log_format,
             xcom_path: self.xcom.then(|| self.xcom_path.clone()),
+            table_format: TableFormat::Parquet,
         })
     }
 

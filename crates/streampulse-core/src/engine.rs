@@ -123,7 +123,7 @@ pub async fn read_parquet(
         match list_url(ctx, url).await {
             Ok((table_url, store, objects)) => {
                 // A commit marker that cannot be read fails the read: never a plain scan.
-                let listed = committed(&table_url, store.as_ref(), objects).await?;
+                let listed = committed(&table_url, &store, objects).await?;
                 hidden |= listed.hidden;
                 if listed.hidden {
                     scanned.extend(listed.files.iter().map(|(f, _)| f.clone()));
@@ -208,7 +208,7 @@ pub async fn parquet_bytes(ctx: &SessionContext, urls: &[String]) -> Result<u64>
 /// The files a listing of `url` reads, with their sizes, sorted by URL.
 async fn parquet_objects(ctx: &SessionContext, url: &str) -> Result<Vec<(String, u64)>> {
     let (table_url, store, listed) = list_url(ctx, url).await?;
-    Ok(committed(&table_url, store.as_ref(), listed).await?.files)
+    Ok(committed(&table_url, &store, listed).await?.files)
 }
 
 /// Every object under one input URL (a file, or a directory listed recursively).
@@ -236,12 +236,13 @@ struct Listed {
     hidden: bool,
 }
 
-/// Of one URL's objects, the Parquet files our readers read: on an object store, through the
+/// Of one URL's objects, the Parquet files our readers read: in a Delta table's partition, the
+/// files its log names ([`crate::commit::delta`]); elsewhere on an object store, through the
 /// commit markers ([`crate::commit::objects::visible`]); a local root has no markers (its
 /// partitions are replaced by renames), and every file there is read.
 async fn committed(
     table_url: &ListingTableUrl,
-    store: &dyn ObjectStore,
+    store: &Arc<dyn ObjectStore>,
     listed: Vec<ObjectMeta>,
 ) -> Result<Listed> {
     let parquet_listed = listed
@@ -253,11 +254,15 @@ async fn committed(
             .filename()
             .is_some_and(|n| n.starts_with(crate::commit::objects::MARKER_PREFIX))
     });
-    let files = if table_url.scheme() == "file" {
+    let store_url = url::Url::parse(table_url.object_store().as_str())
+        .map_err(|e| Error::Internal(format!("{}: {e}", table_url.object_store().as_str())))?;
+    let (mut files, listed, in_tables) =
+        crate::commit::split_tables(store, &store_url, listed).await?;
+    files.extend(if table_url.scheme() == "file" {
         listed
     } else {
-        crate::commit::objects::visible(store, listed).await?
-    };
+        crate::commit::objects::visible(store.as_ref(), listed).await?
+    });
     let parquet_visible = files
         .iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
@@ -279,7 +284,7 @@ async fn committed(
     urls.sort();
     Ok(Listed {
         files: urls,
-        hidden: marked || parquet_visible < parquet_listed,
+        hidden: marked || in_tables || parquet_visible < parquet_listed,
     })
 }
 

@@ -101,8 +101,21 @@ pub enum Error {
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// A Delta table (its log, or a commit to it). Boxed: delta-rs's error is large, and every
+    /// `Result` of the core carries this type.
+    #[cfg(feature = "delta")]
+    #[error("delta: {0}")]
+    Delta(Box<deltalake::DeltaTableError>),
+
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+#[cfg(feature = "delta")]
+impl From<deltalake::DeltaTableError> for Error {
+    fn from(e: deltalake::DeltaTableError) -> Self {
+        Error::Delta(Box::new(e))
+    }
 }
 
 impl Error {
@@ -134,6 +147,8 @@ impl Error {
             Error::Arrow(e) => cause_exit_code(e),
             Error::Parquet(e) => cause_exit_code(e),
             Error::Json(e) => cause_exit_code(e),
+            #[cfg(feature = "delta")]
+            Error::Delta(e) => delta_exit_code(e),
             Error::Internal(_) => ExitCode::Internal,
             Error::Remote { failure, .. } => match failure {
                 RemoteFailure::Unavailable => ExitCode::Unavailable,
@@ -211,6 +226,28 @@ fn cause_exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
         cause = err.source();
     }
     ExitCode::Internal
+}
+
+/// A commit that lost to other writers every time, or a table read while it was being vacuumed,
+/// is worth a retry (75); the store's own errors are the store's; a table we cannot read (an
+/// unsupported protocol, a corrupt log) is 70 unless its cause says otherwise.
+#[cfg(feature = "delta")]
+fn delta_exit_code(e: &deltalake::DeltaTableError) -> ExitCode {
+    use deltalake::DeltaTableError as D;
+    use deltalake::kernel::transaction::TransactionError as T;
+    match e {
+        D::ObjectStore { source } => object_store_exit_code(source),
+        D::Transaction { source } => match source {
+            T::ObjectStore { source } => object_store_exit_code(source),
+            T::VersionAlreadyExists(_) | T::CommitConflict(_) | T::MaxCommitAttempts(_) => {
+                ExitCode::TempFail
+            }
+            _ => ExitCode::Internal,
+        },
+        D::VersionAlreadyExists(_) => ExitCode::TempFail,
+        D::Io { source } => io_exit_code(source),
+        _ => cause_exit_code(e),
+    }
 }
 
 /// Refused credentials are a service we cannot use (69: the operator must act, a retry will not

@@ -209,6 +209,16 @@ impl DataRoot {
         Ok(values)
     }
 
+    /// Whether `dataset` is a Delta table (it holds `_delta_log/`).
+    pub async fn is_delta_table(&self, dataset: &str) -> Result<bool> {
+        match self {
+            DataRoot::Local(root) => Ok(root.join(dataset).join("_delta_log").is_dir()),
+            DataRoot::ObjectStore { store, .. } => {
+                crate::commit::has_delta_log(store.as_ref(), &self.object_path(dataset)).await
+            }
+        }
+    }
+
     /// The names of the directories directly in `<root>/<rel_dir>/` (none when it does not
     /// exist), sorted.
     pub async fn list_dirs(&self, rel_dir: &str) -> Result<Vec<String>> {
@@ -224,8 +234,14 @@ impl DataRoot {
         Ok(names)
     }
 
-    /// The directories (`dirs`) or the files directly in `<root>/<rel_dir>/`, sorted.
+    /// The directories (`dirs`) or the files directly in `<root>/<rel_dir>/`, sorted. The files
+    /// of a Delta table's partition are those its log names.
     async fn list_entries(&self, rel_dir: &str, dirs: bool) -> Result<Vec<String>> {
+        let logged = if dirs {
+            None
+        } else {
+            crate::commit::table_file_names(self, rel_dir).await?
+        };
         let mut names = Vec::new();
         match self {
             DataRoot::Local(root) => {
@@ -256,6 +272,13 @@ impl DataRoot {
                             .iter()
                             .filter_map(|p| p.filename().map(String::from)),
                     );
+                } else if logged.is_some() {
+                    names.extend(
+                        listing
+                            .objects
+                            .iter()
+                            .filter_map(|o| o.location.filename().map(String::from)),
+                    );
                 } else {
                     // As our readers see them: a committed partition's files (commit::objects).
                     let files =
@@ -267,6 +290,9 @@ impl DataRoot {
                     );
                 }
             }
+        }
+        if let Some(logged) = logged {
+            names.retain(|n| logged.contains(n));
         }
         names.sort();
         Ok(names)
@@ -334,7 +360,7 @@ impl DataRoot {
     }
 
     /// The store path of `<root>/<rel>` (object-store roots; a local root has none).
-    fn object_path(&self, rel: &str) -> ObjectPath {
+    pub(crate) fn object_path(&self, rel: &str) -> ObjectPath {
         match self {
             DataRoot::ObjectStore { prefix, .. } => {
                 let mut p = prefix.clone();

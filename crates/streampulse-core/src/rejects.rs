@@ -235,7 +235,12 @@ impl RejectSink {
     /// Publishes the rejects on their own (see [`RejectSink::stage`]); gives their count.
     pub async fn finish(self) -> Result<u64> {
         let (root, count) = (self.root.clone(), self.count);
-        crate::commit::publish(&root, vec![self.stage()?]).await?;
+        crate::commit::publish(
+            &root,
+            crate::config::TableFormat::Parquet,
+            vec![self.stage()?],
+        )
+        .await?;
         Ok(count)
     }
 
@@ -346,14 +351,22 @@ mod tests {
         // where there was none.
         let mut sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
         sink.push(&reject).unwrap();
-        crate::commit::publish(&root, vec![sink.stage().unwrap()])
-            .await
-            .unwrap();
+        crate::commit::publish(
+            &root,
+            crate::config::TableFormat::Parquet,
+            vec![sink.stage().unwrap()],
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
         let sink = RejectSink::new(&root, tmp.path(), "play-counts", &part);
-        crate::commit::publish(&root, vec![sink.stage().unwrap()])
-            .await
-            .unwrap();
+        crate::commit::publish(
+            &root,
+            crate::config::TableFormat::Parquet,
+            vec![sink.stage().unwrap()],
+        )
+        .await
+        .unwrap();
         assert!(!target.exists());
         let other = Partition::date(chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
         let sink = RejectSink::new(&root, tmp.path(), "play-counts", &other);

@@ -36,7 +36,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
-use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs, TableFormatArgs};
 use streampulse_core::location::Partition;
 use streampulse_core::output::{StagedPartition, write_partition};
 use streampulse_core::rejects::{RejectSink, once_sorted};
@@ -96,6 +96,9 @@ pub struct Args {
     pub common: CommonArgs,
 
     #[command(flatten)]
+    pub output: TableFormatArgs,
+
+    #[command(flatten)]
     pub budget: BudgetArgs,
 
     #[command(flatten)]
@@ -146,7 +149,10 @@ impl Args {
             assignments: self.assignments.clone(),
             user_metrics: self.user_metrics.clone(),
             experiments: self.experiments.clone(),
-            common: self.common.validate_with(&self.budget)?,
+            common: self
+                .common
+                .validate_with(&self.budget)?
+                .writing(&self.output)?,
         })
     }
 }
@@ -433,12 +439,13 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
         meter.bytes_out += s.bytes;
     }
     staged.push(rejects);
-    outcome.outputs = streampulse_core::commit::publish(&common.data_root, staged)
-        .await?
-        .into_iter()
-        .filter(|p| !streampulse_core::rejects::is_rejects(&p.dataset))
-        .map(|p| p.url.clone())
-        .collect();
+    outcome.outputs =
+        streampulse_core::commit::publish(&common.data_root, common.table_format, staged)
+            .await?
+            .into_iter()
+            .filter(|p| !streampulse_core::rejects::is_rejects(&p.dataset))
+            .map(|p| p.url.clone())
+            .collect();
     for r in &reports {
         let base = format!("ab_reports/{}/{}", day.dir_name(), r.experiment_id);
         let json = report::json(r).map_err(streampulse_core::Error::from)?;

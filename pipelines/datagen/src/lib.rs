@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use streampulse_core::config::{CommonArgs, CommonConfig};
+use streampulse_core::config::{CommonArgs, CommonConfig, TableFormat, TableFormatArgs};
 use streampulse_core::exit::EXIT_CODES_HELP;
 use streampulse_core::kafka::{PublishArgs, Publisher};
 use streampulse_core::location::DataRoot;
@@ -74,6 +74,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub output: TableFormatArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +89,7 @@ pub struct Config {
 
 impl Args {
     pub fn validate(&self) -> Result<Config> {
-        let common = self.common.validate()?;
+        let common = self.common.validate()?.writing(&self.output)?;
         for (name, v) in [
             ("--bad-rows", self.bad_rows),
             ("--late-share", self.late_share),
@@ -145,11 +148,13 @@ impl Args {
 
 /// Generates the datasets; a progress bar shows on a terminal, never in JSON logs.
 pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
-    // An object-store root gets a tree written locally first (under --spill-dir), then
-    // published partition by partition (a commit each) and file by file.
+    // An object-store root, or Delta tables, get a tree written locally first (under
+    // --spill-dir), then published partition by partition (a commit each) and file by file.
     let (root, generated) = match &cfg.common.data_root {
-        DataRoot::Local(root) => (root.clone(), None),
-        DataRoot::ObjectStore { .. } => {
+        DataRoot::Local(root) if cfg.common.table_format == TableFormat::Parquet => {
+            (root.clone(), None)
+        }
+        _ => {
             let dir = tempfile::Builder::new()
                 .prefix("datagen-")
                 .tempdir_in(&cfg.common.spill_dir)
@@ -219,6 +224,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<GenSummary> {
         Some(dir) => {
             let urls = streampulse_core::commit::publish_tree(
                 &cfg.common.data_root,
+                cfg.common.table_format,
                 dir.path(),
                 &summary.files,
             )

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use streampulse_core::config::{CommonArgs, CommonConfig, Secret};
+use streampulse_core::config::{CommonArgs, CommonConfig, Secret, TableFormatArgs};
 use streampulse_core::error::PipelineError;
 use streampulse_core::exit::EXIT_CODES_HELP;
 use streampulse_core::kafka::{Destination, PublishArgs, Publisher};
@@ -118,6 +118,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub output: TableFormatArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +136,7 @@ pub struct Config {
 
 impl Args {
     pub fn validate(&self) -> Result<Config> {
-        let common = self.common.validate()?;
+        let common = self.common.validate()?.writing(&self.output)?;
         let positive = |name: &str, v: usize| {
             if v == 0 {
                 Err(Error::config(format!("{name} must be at least 1")))
@@ -250,7 +253,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     meter.bytes_out = staged.bytes;
     // The snapshot is in place before Kafka hears of the changes (a consumer can always read
     // it); a Kafka failure then fails the run, with the snapshot published.
-    let published = streampulse_core::commit::publish(root, vec![staged]).await?;
+    let published =
+        streampulse_core::commit::publish(root, cfg.common.table_format, vec![staged]).await?;
     let Some(snapshot) = published.first() else {
         return Err(Error::Pipeline(PipelineError::Internal(
             "the snapshot was not published".into(),

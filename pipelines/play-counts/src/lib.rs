@@ -38,7 +38,7 @@ use datafusion::prelude::{DataFrame, SessionContext, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use streampulse_core::commit;
-use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs, TableFormatArgs};
 use streampulse_core::csv::{CsvDecoder, CsvOptions};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
@@ -119,6 +119,9 @@ pub struct Args {
     pub common: CommonArgs,
 
     #[command(flatten)]
+    pub output: TableFormatArgs,
+
+    #[command(flatten)]
     pub budget: BudgetArgs,
 
     #[command(flatten)]
@@ -162,7 +165,10 @@ impl Args {
                 .spark
                 .validate(self.engine == Engine::Spark)
                 .map_err(Error::Config)?,
-            common: self.common.validate_with(&self.budget)?,
+            common: self
+                .common
+                .validate_with(&self.budget)?
+                .writing(&self.output)?,
         })
     }
 }
@@ -769,7 +775,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     // The day's outputs appear together; Kafka hears of the charts only once they are in place
     // (a consumer can always read the partition a message names). A Kafka failure then fails
     // the run, with the Parquet outputs published.
-    let published = commit::publish(&common.data_root, staged).await?;
+    let published = commit::publish(&common.data_root, common.table_format, staged).await?;
     outcome.outputs = published
         .iter()
         .filter(|p| !is_rejects(&p.dataset))

@@ -427,6 +427,15 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<IngestSummary> {
     meter.engine = "rdkafka".into();
+    // play-ingest writes plain Parquet files, one per flush: into a Delta table they would be
+    // files no commit names, which every Delta reader ignores.
+    if cfg.common.data_root.is_delta_table("plays").await? {
+        return Err(Error::Config(format!(
+            "plays in {} is a Delta table: play-ingest writes plain Parquet; ingest into a root \
+             of plain Parquet (--table-format delta is not offered here yet)",
+            cfg.common.data_root.display()
+        )));
+    }
     ensure_topics(&cfg.brokers, &[&cfg.topic], cfg.kafka_timeout).await?;
     let revoked = Arc::new(Mutex::new(Vec::new()));
     let rebalances = Arc::new(AtomicU64::new(0));

@@ -29,7 +29,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use futures::StreamExt;
 use rayon::prelude::*;
-use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, RejectArgs, TableFormatArgs};
 use streampulse_core::kafka::{Destination, PublishArgs, RowMessages, publish_dataset};
 use streampulse_core::location::Partition;
 use streampulse_core::output::write_partition;
@@ -151,6 +151,9 @@ pub struct Args {
     pub common: CommonArgs,
 
     #[command(flatten)]
+    pub output: TableFormatArgs,
+
+    #[command(flatten)]
     pub budget: BudgetArgs,
 
     #[command(flatten)]
@@ -193,7 +196,10 @@ impl Args {
             user_features: self.user_features.clone(),
             song_embeddings: self.song_embeddings.clone(),
             kafka: self.kafka.destination(&self.recommendations_topic)?,
-            common: self.common.validate_with(&self.budget)?,
+            common: self
+                .common
+                .validate_with(&self.budget)?
+                .writing(&self.output)?,
         })
     }
 }
@@ -528,8 +534,12 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
             name.starts_with(&prefix) || !name.contains(&own_layout)
         })
     };
-    let published =
-        streampulse_core::commit::publish(&common.data_root, vec![staged, rejects]).await?;
+    let published = streampulse_core::commit::publish(
+        &common.data_root,
+        common.table_format,
+        vec![staged, rejects],
+    )
+    .await?;
     let outputs: Vec<String> = published
         .iter()
         .filter(|p| !streampulse_core::rejects::is_rejects(&p.dataset))

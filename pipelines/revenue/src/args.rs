@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, Secret};
+use streampulse_core::config::{BudgetArgs, CommonArgs, CommonConfig, Secret, TableFormatArgs};
 use streampulse_core::exit::EXIT_CODES_HELP;
 use streampulse_spark::{SparkArgs, SparkConfig};
 
@@ -87,6 +87,9 @@ pub struct Args {
     pub common: CommonArgs,
 
     #[command(flatten)]
+    pub output: TableFormatArgs,
+
+    #[command(flatten)]
     pub budget: BudgetArgs,
 }
 
@@ -139,7 +142,10 @@ impl Args {
                 min_listeners: self.artist_min_listeners,
                 user_cap: self.user_monthly_cap.max(1),
             }),
-            common: self.common.validate_with(&self.budget)?,
+            common: self
+                .common
+                .validate_with(&self.budget)?
+                .writing(&self.output)?,
         })
     }
 }

@@ -266,7 +266,7 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     }
     // The four datasets appear together: a reader never sees new songs with an old
     // reconciliation.
-    let outputs = streampulse_core::commit::publish(&common.data_root, staged)
+    let outputs = streampulse_core::commit::publish(&common.data_root, common.table_format, staged)
         .await?
         .into_iter()
         .map(|p| p.url.clone())

@@ -22,7 +22,13 @@
 //!
 //! On an object store there is no rename: each partition is committed on its own, by a marker
 //! that names its new files ([`objects`]); the commit record does not apply.
+//!
+//! With `--table-format delta` each dataset (the rejects excepted: they are JSON lines, not a
+//! table) is a Delta table, and each partition is replaced by one Delta commit ([`delta`]), on
+//! any root. The run's tables are committed first, one after the other, then its other files.
 
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod objects;
 
 use std::fs::File;
@@ -30,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::config::TableFormat;
 use crate::error::{Error, Result};
 use crate::location::{DataRoot, write_atomic};
 use crate::output::StagedPartition;
@@ -165,9 +172,148 @@ impl Drop for Published {
     }
 }
 
-/// Publishes every staged partition of a run together, in order.
-pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Vec<Published>> {
+/// Publishes every staged partition of a run together, in order: the datasets in `format`, the
+/// rejects as plain files. A dataset that is already a Delta table is never written as plain
+/// Parquet (no Delta reader would see the files): that is a configuration error (64).
+pub async fn publish(
+    root: &DataRoot,
+    format: TableFormat,
+    staged: Vec<StagedPartition>,
+) -> Result<Vec<Published>> {
     let _publishing = Publishing::begin();
+    let (tables, staged): (Vec<_>, Vec<_>) = staged
+        .into_iter()
+        .partition(|s| format == TableFormat::Delta && !crate::rejects::is_rejects(&s.dataset));
+    let mut out = Vec::with_capacity(tables.len() + staged.len());
+    for mut s in tables {
+        publish_table(root, &s).await?;
+        out.push(Published {
+            dataset: s.dataset.clone(),
+            url: root.partition_url(&s.dataset, &s.partition),
+            dir: std::mem::take(&mut s.dir),
+            remove_dir: true,
+        });
+    }
+    for s in &staged {
+        if format == TableFormat::Parquet
+            && !crate::rejects::is_rejects(&s.dataset)
+            && root.is_delta_table(&s.dataset).await?
+        {
+            return Err(Error::Config(format!(
+                "{} in {} is a Delta table: write it with --table-format delta",
+                s.dataset,
+                root.display()
+            )));
+        }
+    }
+    out.extend(publish_plain(root, staged).await?);
+    Ok(out)
+}
+
+#[cfg(feature = "delta")]
+async fn publish_table(root: &DataRoot, staged: &StagedPartition) -> Result<()> {
+    delta::publish(root, staged).await
+}
+
+#[cfg(not(feature = "delta"))]
+async fn publish_table(_: &DataRoot, staged: &StagedPartition) -> Result<()> {
+    Err(Error::Config(format!(
+        "{}: this build has no Delta Lake support (the core's `delta` feature is off)",
+        staged.dataset
+    )))
+}
+
+/// Whether the directory `dir` of `store` holds a Delta log (`_delta_log/`): the one test of
+/// "this dataset is a Delta table", with the `delta` feature or without it (a build without it
+/// must still never read a table's files as plain Parquet).
+pub(crate) async fn has_delta_log(
+    store: &dyn object_store::ObjectStore,
+    dir: &object_store::path::Path,
+) -> Result<bool> {
+    use futures::StreamExt;
+    let log = dir.clone().join("_delta_log");
+    let mut listing = store.list(Some(&log));
+    match listing.next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(e.into()),
+    }
+}
+
+/// Of one listing (files of one or more directories, on `store` at `base`): the files that the
+/// Delta tables among the directories' parents name, the objects of the other directories
+/// untouched, and whether any directory was a table's.
+#[cfg(feature = "delta")]
+pub(crate) async fn split_tables(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    base: &url::Url,
+    objects: Vec<object_store::ObjectMeta>,
+) -> Result<(
+    Vec<object_store::ObjectMeta>,
+    Vec<object_store::ObjectMeta>,
+    bool,
+)> {
+    delta::split_listing(store, base, objects).await
+}
+
+/// Without Delta support a table's directory cannot be read right: it is an error (64), never
+/// a plain read of every file the table ever had.
+#[cfg(not(feature = "delta"))]
+pub(crate) async fn split_tables(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    _base: &url::Url,
+    objects: Vec<object_store::ObjectMeta>,
+) -> Result<(
+    Vec<object_store::ObjectMeta>,
+    Vec<object_store::ObjectMeta>,
+    bool,
+)> {
+    let mut parents = std::collections::BTreeSet::new();
+    for meta in &objects {
+        let mut parts: Vec<_> = meta.location.parts().collect();
+        parts.pop();
+        parts.pop();
+        parents.insert(object_store::path::Path::from_iter(parts));
+    }
+    for parent in parents {
+        if has_delta_log(store.as_ref(), &parent).await? {
+            return Err(Error::Config(format!(
+                "{parent} is a Delta table: this build has no Delta Lake support (the core's \
+                 `delta` feature is off)"
+            )));
+        }
+    }
+    Ok((Vec::new(), objects, false))
+}
+
+/// The names of the files the Delta log above `rel_dir` (`<dataset>/<partition>`) names there;
+/// `None` when the dataset is no Delta table.
+pub(crate) async fn table_file_names(
+    root: &DataRoot,
+    rel_dir: &str,
+) -> Result<Option<Vec<String>>> {
+    #[cfg(feature = "delta")]
+    {
+        delta::partition_file_names(root, rel_dir).await
+    }
+    #[cfg(not(feature = "delta"))]
+    {
+        match rel_dir.trim_matches('/').rsplit_once('/') {
+            Some((dataset, _)) if root.is_delta_table(dataset).await? => {
+                Err(Error::Config(format!(
+                    "{dataset} is a Delta table: this build has no Delta Lake support (the core's \
+                 `delta` feature is off)"
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Publishes plain partitions: renames under a commit record on a local root, commit markers
+/// on an object store.
+async fn publish_plain(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Vec<Published>> {
     let DataRoot::Local(local) = root else {
         let mut out = Vec::with_capacity(staged.len());
         for mut s in staged {
@@ -229,14 +375,20 @@ pub async fn publish(root: &DataRoot, staged: Vec<StagedPartition>) -> Result<Ve
         .collect())
 }
 
-/// Publishes into the object-store `root` the files of a tree written locally under `local`, as
-/// they lie there: each `<dataset>/<partition>/` directory by a commit that replaces the
+/// Publishes into `root` (an object store, or any root in Delta format) the files of a tree
+/// written locally under `local`, as they lie there: each `<dataset>/<partition>/` directory by a commit that replaces the
 /// partition (as [`publish`] does for a run's), every other file (a CSV export) by one upload.
 /// Gives the published URLs, partitions first. What datagen does for an object-store root.
-pub async fn publish_tree(root: &DataRoot, local: &Path, files: &[PathBuf]) -> Result<Vec<String>> {
-    if root.is_local() {
+pub async fn publish_tree(
+    root: &DataRoot,
+    format: TableFormat,
+    local: &Path,
+    files: &[PathBuf],
+) -> Result<Vec<String>> {
+    if root.is_local() && format != TableFormat::Delta {
         return Err(Error::Internal(
-            "a tree is published into an object-store root; a local root is written in place"
+            "a tree is published into an object-store root or as Delta tables; a local root of \
+             plain Parquet is written in place"
                 .into(),
         ));
     }
@@ -269,16 +421,26 @@ pub async fn publish_tree(root: &DataRoot, local: &Path, files: &[PathBuf]) -> R
     for (dir, (dataset, partition)) in partitions {
         staged.push(StagedPartition::from_dir(&dataset, partition, dir)?);
     }
-    let mut urls: Vec<String> = publish(root, staged)
+    let mut urls: Vec<String> = publish(root, format, staged)
         .await?
         .into_iter()
         .map(|p| p.url.clone())
         .collect();
     for rel in others {
-        urls.push(
-            root.upload(&rel.to_string_lossy(), &local.join(&rel))
-                .await?,
-        );
+        let src = local.join(&rel);
+        let rel = rel.to_string_lossy();
+        urls.push(match root.local_path(&rel) {
+            Some(dest) => {
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                let tmp = crate::location::temp_sibling(&dest);
+                std::fs::copy(&src, &tmp).map_err(|e| Error::io(&tmp, e))?;
+                std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+                dest.display().to_string()
+            }
+            None => root.upload(&rel, &src).await?,
+        });
     }
     Ok(urls)
 }
@@ -287,7 +449,7 @@ pub async fn publish_tree(root: &DataRoot, local: &Path, files: &[PathBuf]) -> R
 /// (the data's owner needs them to see why; the outputs stay as they were) and gives back the
 /// run's error. A failure to publish them is logged: the run's own error is the one to report.
 pub async fn fail_with_rejects<E>(root: &DataRoot, rejects: StagedPartition, error: E) -> E {
-    if let Err(e) = publish(root, vec![rejects]).await {
+    if let Err(e) = publish(root, TableFormat::Parquet, vec![rejects]).await {
         tracing::warn!(error = %e, "could not publish the rejects of the failed run");
     }
     error
@@ -499,7 +661,7 @@ mod tests {
             &["part-0.parquet"][..],
         ] {
             let run = vec![staged(&root, "a", files), staged(&root, "b", files)];
-            let urls = publish(&root, run).await.unwrap();
+            let urls = publish(&root, TableFormat::Parquet, run).await.unwrap();
             assert_eq!(urls.len(), 2);
         }
         for ds in ["a", "b"] {
@@ -530,11 +692,13 @@ mod tests {
             ("s1-", ["s1-part-0.parquet"]),
         ] {
             let s = staged(&root, "recs", &files).beside(shard, move |n| n.starts_with(shard));
-            publish(&root, vec![s]).await.unwrap();
+            publish(&root, TableFormat::Parquet, vec![s]).await.unwrap();
         }
         let again =
             staged(&root, "recs", &["s0-part-1.parquet"]).beside("s0-", |n| n.starts_with("s0-"));
-        publish(&root, vec![again]).await.unwrap();
+        publish(&root, TableFormat::Parquet, vec![again])
+            .await
+            .unwrap();
         assert_eq!(
             names(&tmp.path().join("recs/date=2026-11-26")),
             ["s0-part-1.parquet", "s1-part-0.parquet"]

@@ -106,7 +106,7 @@ static COMMITS: AtomicUsize = AtomicUsize::new(0);
 /// A name unique to one commit: `sp`, then the time (to the millisecond), the process id, the
 /// process's commit count and six random digits, all digits. The random part keeps two writers
 /// apart whose pids agree (containers all run as pid 1).
-fn commit_id() -> String {
+pub(crate) fn commit_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -125,7 +125,7 @@ fn is_commit_id(s: &str) -> bool {
 }
 
 /// `part-0.parquet` stored by commit `c`: `part-0.<c>.parquet`.
-fn stored_name(name: &str, commit: &str) -> String {
+pub(crate) fn stored_name(name: &str, commit: &str) -> String {
     match name.split_once('.') {
         Some((stem, ext)) => format!("{stem}.{commit}.{ext}"),
         None => format!("{name}.{commit}"),
@@ -133,7 +133,7 @@ fn stored_name(name: &str, commit: &str) -> String {
 }
 
 /// The name a run gave a stored file, and whether it was stored under a commit's name.
-fn run_name(stored: &str) -> (String, bool) {
+pub(crate) fn run_name(stored: &str) -> (String, bool) {
     let parts: Vec<&str> = stored.split('.').collect();
     match parts.iter().position(|p| is_commit_id(p)) {
         Some(i) if i > 0 => {
@@ -446,7 +446,7 @@ pub(crate) async fn upload_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicIsize;
 
@@ -463,13 +463,13 @@ mod tests {
     /// An object store that fails every write (upload, marker, delete) after `budget` of them:
     /// a process killed between two steps of a publish, as the store sees it.
     #[derive(Debug)]
-    struct Failing {
+    pub(crate) struct Failing {
         inner: InMemory,
         budget: AtomicIsize,
     }
 
     impl Failing {
-        fn new(inner: InMemory, budget: isize) -> Self {
+        pub(crate) fn new(inner: InMemory, budget: isize) -> Self {
             Failing {
                 inner,
                 budget: AtomicIsize::new(budget),
