@@ -15,9 +15,10 @@ table), recommend, revenue and ab-analytics run on each root; then:
   * a rerun of a day is one more commit per table, with the same rows (idempotent), and the
     table's history says WRITE;
   * a plain-Parquet run into a Delta root is refused (64), and changes nothing;
-  * play-counts killed (SIGKILL, strace's fault injection) at every link and rename of its
-    publish leaves every table at its old version or its new one, readable by every reader;
-    a rerun then commits the new rows; `vacuum --retention-hours 0` deletes what no version
+  * play-counts killed (SIGKILL, strace's fault injection) at its first data-file link, at the
+    link of each table's commit and at its first rename after them leaves every table at its old
+    version or its new one (the one being committed old), readable by every reader; a rerun
+    then commits the new rows; `vacuum --retention-hours 0` deletes what no version
     needs (the dead runs' uploads, the replaced files) and the tables read the same after it;
   * on S3 (moto's server on 127.0.0.1): datagen and play-counts in Delta format into a bucket
     give the same rows as locally, read by `deltalake` and DuckDB from the bucket; two recommend
@@ -28,15 +29,12 @@ Prints one line per check and a closing "N passed, M failed" line; exits 1 on an
 import argparse
 import glob
 import hashlib
-import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import duckdb
 import pandas as pd
@@ -44,6 +42,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+
+from harness import moto_server, strace
 
 DAYS = ["2026-11-25", "2026-11-26"]
 DAY = DAYS[-1]
@@ -169,7 +169,8 @@ def readers_agree(label, root, datasets, con, sail_dir=None):
         path = str(pathlib.Path(root, ds))
         want = delta_rows(path)
         got = {
-            "pandas": canonical(as_arrow(DeltaTable(path).to_pandas())),
+            # Arrow-backed dtypes, as pandas users read nullable integers (numpy's would be floats).
+            "pandas": canonical(as_arrow(DeltaTable(path).to_pandas(types_mapper=pd.ArrowDtype))),
             "polars": canonical(pl.read_delta(path).to_arrow()),
             "duckdb": canonical(con.execute(f"SELECT * FROM delta_scan('{path}')").to_arrow_table()),
         }
@@ -197,20 +198,6 @@ def state(root, datasets):
         except Exception as e:  # noqa: BLE001 - a table no reader can open is the failure tested
             out[ds] = ("unreadable", str(e))
     return out
-
-
-def strace():
-    path = shutil.which("strace")
-    if path is None and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "strace"], capture_output=True)
-        path = shutil.which("strace")
-    return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -321,7 +308,7 @@ def main():
 
 
 def kills(b, tmp, delta, con):
-    """play-counts killed at every link and rename of a publish into Delta tables."""
+    """play-counts killed at the steps of a publish into Delta tables."""
     st = strace()
     check("strace, for the kill points", st is not None)
     if st is None:
@@ -350,33 +337,33 @@ def kills(b, tmp, delta, con):
     check("the rejects of the export's bad rows stay JSON lines, not a table",
           not pathlib.Path(ref, "rejects", "play-counts", "_delta_log").exists()
           and any(pathlib.Path(ref, "rejects", "play-counts").rglob("*.jsonl")))
-    trace = os.path.join(tmp, "calls.txt")
-    counted = os.path.join(tmp, "kill-counted")
-    shutil.copytree(base, counted)
+    # The kill points: the run's first link (a data file into the first table), the link that
+    # commits each table (its next log entry: `-P` makes strace act on that path alone), and the
+    # first rename after the tables (the rejects' commit, the run record). strace counts calls
+    # per thread, so only "the first" and a path pick one point for sure.
     calls = "link,linkat,rename,renameat,renameat2"
-    r = play_counts(counted, [st, "-f", "-qq", "-o", trace, "-e", f"trace={calls}"])
-    n = {}
-    for line in open(trace):
-        parts = line.split(None, 1)
-        name = parts[1].split("(", 1)[0] if len(parts) > 1 else ""
-        if name in calls.split(","):
-            n[name] = n.get(name, 0) + 1
-    check("a traced run succeeds, linking its files and its commits", r.returncode == 0 and sum(n.values()) >= 6, n)
-    for call, count in sorted(n.items()):
-        for i in range(1, count + 1):
-            root = os.path.join(tmp, f"kill-{call}-{i}")
-            shutil.copytree(base, root)
-            r = play_counts(root, [st, "-f", "-qq", "-o", os.devnull, "-e", f"trace={call}",
-                                   "-e", f"inject={call}:signal=KILL:when={i}"])
-            now = state(root, datasets)
-            whole = all(now[d] in (old[d], new[d]) for d in datasets)
-            check(f"kill at {call} #{i}: every table reads old or new", r.returncode == -9 and whole,
-                  f"exit {r.returncode}: {[d for d in datasets if now[d] not in (old[d], new[d])]}")
-            r = play_counts(root)
-            check(f"kill at {call} #{i}: a rerun commits the new rows",
-                  r.returncode == 0 and state(root, datasets) == new)
-            if i == count and call == sorted(n)[-1]:
-                last = root
+    points = [("the first data file's link", "linkat,link", None, None)]
+    for ds in datasets:
+        entry = f"{DeltaTable(os.path.join(base, ds)).version() + 1:020}.json"
+        points.append((f"{ds}'s commit", calls, ds, entry))
+    points.append(("the first rename", "rename,renameat,renameat2", None, None))
+    last = None
+    for n, (label, inject, ds, entry) in enumerate(points):
+        root = os.path.join(tmp, f"kill-{n}")
+        shutil.copytree(base, root)
+        path = ["-P", os.path.join(root, ds, "_delta_log", entry)] if entry else []
+        r = play_counts(root, [st, "-f", "-qq", "-o", os.devnull, *path, "-e", f"trace={inject}",
+                               "-e", f"inject={inject}:signal=KILL:when=1"])
+        now = state(root, datasets)
+        whole = all(now[d] in (old[d], new[d]) for d in datasets)
+        before_commit = ds is None or now[ds] == old[ds]
+        check(f"kill at {label}: every table reads old or new{', ' + ds + ' old' if ds else ''}",
+              r.returncode == -9 and whole and before_commit,
+              f"exit {r.returncode}: {[d for d in datasets if now[d] not in (old[d], new[d])]}")
+        r = play_counts(root)
+        check(f"kill at {label}: a rerun commits the new rows",
+              r.returncode == 0 and state(root, datasets) == new)
+        last = root
     # vacuum after the dead runs: what no version needs goes; the tables read the same.
     root = last
     files = lambda: sum(1 for _ in pathlib.Path(root).rglob("*.parquet") if "_delta_log" not in str(_))  # noqa: E731
@@ -393,19 +380,9 @@ def kills(b, tmp, delta, con):
 def on_s3(b, tmp, plain, delta):
     """Delta tables in a bucket of a real S3 API (moto), read back by other clients."""
     import boto3
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = pathlib.Path(sys.executable).parent / "moto_server"
-    server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server, endpoint = moto_server()
+    port = endpoint.rsplit(":", 1)[1]
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
         creds = dict(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                      aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket="lake")

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from collections import Counter
 
+from harness import strace
+
 DAY = "2026-11-26"
 OTHER_DAY = "2026-11-20"
 # The rejects are published by the same commit as the outputs: a reader never finds one run's
@@ -36,14 +38,6 @@ results = []
 def check(name, ok, detail=""):
     results.append(ok)
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def strace():
-    path = shutil.which("strace")
-    if path is None and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "strace"], capture_output=True)
-        path = shutil.which("strace")
-    return path
 
 
 def state(root):

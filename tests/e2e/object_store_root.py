@@ -26,7 +26,6 @@ import io
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import boto3
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from harness import moto_server
 
 DAY = "2026-11-30"
 BUCKET = "streampulse"
@@ -45,12 +46,6 @@ results = []
 def check(name, ok, detail=""):
     results.append(ok)
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(endpoint, secret=None, keys=True):
@@ -117,21 +112,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     b = pathlib.Path(ap.parse_args().bin_dir)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = pathlib.Path(sys.executable).parent / "moto_server"
     # moto checks credentials (and signatures) once its first few unauthenticated actions, the
     # set-up below, are spent: a user, its policy, its key and the bucket.
-    server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4"))
+    server, endpoint = moto_server(env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4"))
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
         setup = dict(endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup",
                      region_name="us-east-1")
         iam = boto3.client("iam", **setup)

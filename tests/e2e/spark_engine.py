@@ -23,7 +23,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,7 +30,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness import check, finish, run
+from harness import check, finish, free_port, run, wait_for_port
 
 DAYS = ["2026-11-29", "2026-11-30"]
 
@@ -122,22 +121,6 @@ def rejects(root, day):
             r = json.loads(line)
             out.append((r.get("column"), r.get("reason"), r.get("raw")))
     return sorted(out, key=json.dumps)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"no server on 127.0.0.1:{port} after {seconds} s")
 
 
 def token_check(b, base, tmp):

@@ -600,18 +600,9 @@ pub(crate) async fn split_listing(
     store: &Arc<dyn ObjectStore>,
     base: &Url,
     objects: Vec<ObjectMeta>,
-) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>, bool)> {
+) -> Result<super::TableSplit> {
     let mut tables = Tables::default();
-    let mut by_dir: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
-    for meta in objects {
-        let dir = meta
-            .location
-            .as_ref()
-            .rsplit_once('/')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_default();
-        by_dir.entry(dir).or_default().push(meta);
-    }
+    let by_dir = super::by_directory(objects);
     let (mut named, mut plain, mut any) = (Vec::new(), Vec::new(), false);
     for (dir, files) in by_dir {
         let (parent, dir_name) = dir.rsplit_once('/').unwrap_or(("", dir.as_str()));

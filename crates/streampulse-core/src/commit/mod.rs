@@ -241,6 +241,33 @@ pub(crate) async fn has_delta_log(
     }
 }
 
+/// The objects of a listing by directory (the object path up to its last `/`), in path order:
+/// commits are per directory (a partition), so is what a reader may read.
+pub(crate) fn by_directory(
+    objects: Vec<object_store::ObjectMeta>,
+) -> std::collections::BTreeMap<String, Vec<object_store::ObjectMeta>> {
+    let mut by_dir: std::collections::BTreeMap<String, Vec<object_store::ObjectMeta>> =
+        std::collections::BTreeMap::new();
+    for meta in objects {
+        let dir = meta
+            .location
+            .as_ref()
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
+        by_dir.entry(dir).or_default().push(meta);
+    }
+    by_dir
+}
+
+/// What [`split_tables`] gives: the files the tables' logs name, the other directories'
+/// objects, and whether any directory was a table's.
+pub(crate) type TableSplit = (
+    Vec<object_store::ObjectMeta>,
+    Vec<object_store::ObjectMeta>,
+    bool,
+);
+
 /// Of one listing (files of one or more directories, on `store` at `base`): the files that the
 /// Delta tables among the directories' parents name, the objects of the other directories
 /// untouched, and whether any directory was a table's.
@@ -249,11 +276,7 @@ pub(crate) async fn split_tables(
     store: &std::sync::Arc<dyn object_store::ObjectStore>,
     base: &url::Url,
     objects: Vec<object_store::ObjectMeta>,
-) -> Result<(
-    Vec<object_store::ObjectMeta>,
-    Vec<object_store::ObjectMeta>,
-    bool,
-)> {
+) -> Result<TableSplit> {
     delta::split_listing(store, base, objects).await
 }
 
@@ -264,11 +287,7 @@ pub(crate) async fn split_tables(
     store: &std::sync::Arc<dyn object_store::ObjectStore>,
     _base: &url::Url,
     objects: Vec<object_store::ObjectMeta>,
-) -> Result<(
-    Vec<object_store::ObjectMeta>,
-    Vec<object_store::ObjectMeta>,
-    bool,
-)> {
+) -> Result<TableSplit> {
     let mut parents = std::collections::BTreeSet::new();
     for meta in &objects {
         let mut parts: Vec<_> = meta.location.parts().collect();

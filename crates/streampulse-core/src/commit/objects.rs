@@ -361,16 +361,7 @@ pub(crate) async fn publish(
 /// that died publishing). A file a live marker names that the listing lacks means a commit
 /// came between the listing and the read: it fails (75), a retry reads the new partition.
 pub async fn visible(store: &dyn ObjectStore, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
-    let mut by_dir: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
-    for meta in objects {
-        let dir = meta
-            .location
-            .as_ref()
-            .rsplit_once('/')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_default();
-        by_dir.entry(dir).or_default().push(meta);
-    }
+    let by_dir = super::by_directory(objects);
     let mut out = Vec::new();
     for (dir, files) in by_dir {
         let markers = read_markers(store, &files).await?;
