@@ -283,7 +283,15 @@ pub(crate) async fn publish(root: &DataRoot, staged: &StagedPartition) -> Result
         let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
         let snapshot = table.snapshot()?;
         let now = chrono::Utc::now().timestamp_millis();
-        for file in snapshot.snapshot().try_log_data()? {
+        let files: Vec<_> = snapshot.snapshot().try_log_data()?.into_iter().collect();
+        // A "lost" race may be our own commit, whose answer was lost (the store retried the
+        // conditional PUT that had landed): the table then names our files, which carry this
+        // commit's id, and committing again would remove them. It is done.
+        if attempt > 1 && files.iter().any(|f| f.path().contains(commit.as_str())) {
+            tracing::info!(table = %url, partition = %dir_name, "delta commit (found committed on retry)");
+            return Ok(());
+        }
+        for file in files {
             let path = file.path();
             let Some((dir, name)) = path.rsplit_once('/') else {
                 continue;
@@ -383,8 +391,11 @@ async fn create(
     for value in root.list_partitions(dataset, partition.key).await? {
         let dir_name = format!("{}={value}", partition.key);
         for name in root.list_files(&format!("{dataset}/{dir_name}")).await? {
-            // Not this commit's own files: its commit adds them.
-            if !name.ends_with(".parquet") || name.contains(commit) {
+            // Not this commit's own files (its commit adds them), and on a local root (where
+            // plain partitions are renamed into place, never uploaded) no upload of another
+            // Delta commit: a shard's that is committing now, a dead run's.
+            let upload = super::objects::run_name(&name).1;
+            if !name.ends_with(".parquet") || name.contains(commit) || (root.is_local() && upload) {
                 continue;
             }
             let rel = format!("{dir_name}/{name}");
@@ -832,6 +843,10 @@ mod tests {
             crate::commit::publish(&root, TableFormat::Parquet, vec![old])
                 .await
                 .unwrap();
+            if let Some(dir) = root.local_path("charts/date=2026-11-25") {
+                // The upload of a Delta run that died before its commit: not history.
+                std::fs::write(dir.join("part-0.sp1.parquet"), b"dead").unwrap();
+            }
             crate::commit::publish(
                 &root,
                 TableFormat::Delta,
@@ -845,6 +860,7 @@ mod tests {
                 ["date=2026-11-25", "date=2026-11-26"],
                 "the plain day is in the table"
             );
+            assert_eq!(files["date=2026-11-25"].len(), 1, "{files:?}");
         }
     }
 
