@@ -212,7 +212,13 @@ impl DataRoot {
     /// Whether `dataset` is a Delta table (it holds `_delta_log/`).
     pub async fn is_delta_table(&self, dataset: &str) -> Result<bool> {
         match self {
-            DataRoot::Local(root) => Ok(root.join(dataset).join("_delta_log").is_dir()),
+            // As the readers' listings see it: a log directory that holds something.
+            DataRoot::Local(root) => match std::fs::read_dir(root.join(dataset).join("_delta_log"))
+            {
+                Ok(mut entries) => Ok(entries.next().is_some()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io(root.join(dataset), e)),
+            },
             DataRoot::ObjectStore { store, .. } => {
                 crate::commit::has_delta_log(store.as_ref(), &self.object_path(dataset)).await
             }
@@ -414,17 +420,28 @@ impl DataRoot {
         Ok(())
     }
 
-    /// Uploads the local file `src` to `<root>/<rel>` of an object store, streamed (a multipart
-    /// upload: the object appears whole or not at all); gives its URL. A file that is not a
-    /// partition's (a CSV export); partitions are published by [`crate::commit::publish`].
+    /// Puts the local file `src` at `<root>/<rel>` whole or not at all, and gives its URL or
+    /// path: on an object store a streamed multipart upload, on a local root a copy renamed into
+    /// place. A file that is not a partition's (a CSV export); partitions are published by
+    /// [`crate::commit::publish`].
     pub async fn upload(&self, rel: &str, src: &Path) -> Result<String> {
-        let DataRoot::ObjectStore { store, url, .. } = self else {
-            return Err(Error::Internal(
-                "upload is for an object-store root; a local file is written in place".into(),
-            ));
-        };
-        crate::commit::objects::upload_file(store.as_ref(), src, &self.object_path(rel)).await?;
-        Ok(format!("{}/{rel}", url.as_str().trim_end_matches('/')))
+        match self {
+            DataRoot::Local(root) => {
+                let dest = root.join(rel);
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                let tmp = temp_sibling(&dest);
+                std::fs::copy(src, &tmp).map_err(|e| Error::io(&tmp, e))?;
+                std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+                Ok(dest.display().to_string())
+            }
+            DataRoot::ObjectStore { store, url, .. } => {
+                crate::commit::objects::upload_file(store.as_ref(), src, &self.object_path(rel))
+                    .await?;
+                Ok(format!("{}/{rel}", url.as_str().trim_end_matches('/')))
+            }
+        }
     }
 
     /// Writes one small file (run record, rejects, report) atomically at `<root>/<rel>`.

@@ -446,20 +446,10 @@ pub async fn publish_tree(
         .map(|p| p.url.clone())
         .collect();
     for rel in others {
-        let src = local.join(&rel);
-        let rel = rel.to_string_lossy();
-        urls.push(match root.local_path(&rel) {
-            Some(dest) => {
-                if let Some(dir) = dest.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                }
-                let tmp = crate::location::temp_sibling(&dest);
-                std::fs::copy(&src, &tmp).map_err(|e| Error::io(&tmp, e))?;
-                std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-                dest.display().to_string()
-            }
-            None => root.upload(&rel, &src).await?,
-        });
+        urls.push(
+            root.upload(&rel.to_string_lossy(), &local.join(&rel))
+                .await?,
+        );
     }
     Ok(urls)
 }
