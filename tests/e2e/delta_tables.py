@@ -27,6 +27,7 @@ table), recommend, revenue and ab-analytics run on each root; then:
 Prints one line per check and a closing "N passed, M failed" line; exits 1 on any failure.
 """
 import argparse
+import datetime
 import glob
 import hashlib
 import os
@@ -282,6 +283,26 @@ def main():
         readers_agree("local", delta, INPUTS + outputs, con, sail)
         if sail is None:
             print("note: no Sail server (run under scripts/with-spark.sh for the Spark reader)")
+
+        # A Delta table we did not write, as an input: the day's plays written by delta-rs's
+        # Python writer (its own file names, microsecond timestamps, no stats of ours), the
+        # songs as plain Parquet beside it. play-counts reads it through the log and counts
+        # what the plain run counted.
+        from deltalake import write_deltalake
+        foreign = os.path.join(tmp, "foreign")
+        plays = pa.concat_tables([pq.read_table(f) for f in
+                                  sorted(pathlib.Path(plain, "plays", f"date={DAY}").glob("*.parquet"))])
+        plays = plays.append_column("date", pa.array([datetime.date.fromisoformat(DAY)] * plays.num_rows))
+        write_deltalake(os.path.join(foreign, "plays"), plays, partition_by=["date"])
+        shutil.copytree(os.path.join(plain, "songs"), os.path.join(foreign, "songs"))
+        r = run([b / "play-counts", "--date", DAY, "--data-root", foreign, "--table-format", "delta",
+                 "--max-reject-share", "0.01"])
+        check("play-counts reads plays from a Delta table delta-rs's Python writer made: the plain run's counts",
+              r.returncode == 0 and all(delta_rows(os.path.join(foreign, ds)) == canonical(pa.concat_tables(
+                  [pq.read_table(f) for f in sorted(pathlib.Path(plain, ds, f"date={DAY}").glob("*.parquet"))]
+              ).append_column("date", pa.array([datetime.date.fromisoformat(DAY)] * sum(
+                  pq.read_metadata(f).num_rows for f in pathlib.Path(plain, ds, f"date={DAY}").glob("*.parquet")))))
+                  for ds in ["daily_song_counts", "daily_artist_counts"]), r.stderr[-500:])
 
         # A rerun: one more commit per table, the same rows.
         before = {ds: DeltaTable(os.path.join(delta, ds)).version() for ds in OUTPUTS["play-counts"]}
