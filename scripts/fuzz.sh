@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 day, seeds = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 export = (day / "exports" / "plays-2026-11-26.csv").read_bytes()
 header, *rows = export.split(b"\n")
-for t in ["csv_blocks", "csv_file", "play_event", "song_json", "dates_and_decimals"]:
+for t in ["csv_blocks", "csv_file", "play_event", "song_json", "dates_and_decimals", "change_feed"]:
     (seeds / t).mkdir(parents=True, exist_ok=True)
 def put(target, name, data):
     (seeds / target / name).write_bytes(data)
@@ -72,6 +72,13 @@ for i, s in enumerate(songs):
     s["release_date"] = s["release_date"].isoformat()
     s["updated_at"] = s["updated_at"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
     put("song_json", f"datagen-{i}", json.dumps(s).encode())
+# Change-feed pages and Retry-After values, as the partner sends them.
+feed = {"songs": [{"song_id": s["song_id"], "updated_at": s["updated_at"]} for s in songs], "next_cursor": "c2"}
+put("change_feed", "page", json.dumps(feed).encode())
+put("change_feed", "last-page", json.dumps({"songs": [], "next_cursor": None}).encode())
+put("change_feed", "cursor-unicode", json.dumps({"songs": [], "next_cursor": "a&b=c d%é#"}).encode())
+for i, text in enumerate(["120", "0", "Wed, 26 Nov 2026 00:00:10 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "-1"]):
+    put("change_feed", f"retry-after-{i}", text.encode())
 for i, text in enumerate(["2026-11-26", "2024-02-29", "2026-02-30", "2026-11-26T13:45:12.345Z",
                           "2026-11-26T10:00:00+02:00", "9.99", "-0.000001", "1e-3", "12.3456789"]):
     put("dates_and_decimals", f"seed-{i}", text.encode())
@@ -82,7 +89,7 @@ fi
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(csv_blocks csv_file play_event song_json dates_and_decimals)
+  targets=(csv_blocks csv_file play_event song_json dates_and_decimals change_feed)
 fi
 status=0
 summary=""

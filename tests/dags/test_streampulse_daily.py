@@ -13,7 +13,9 @@
     task log (Airflow's own task-log processors) and absent from the stored rendered fields,
     the JSON return.json decoded by the provider's copy-from-container path into XComs;
   * Kubernetes, defaults: play_ingest skipped, one recommend shard, the pods' resources, spill
-    emptyDir, uid, grace period, secrets from secretKeyRef, XCom sidecar;
+    emptyDir, uid, grace period, secrets from secretKeyRef, XCom sidecar; the provider's own
+    XCom retrieval (its exec into the sidecar, `cat /airflow/xcom/return.json`, then the kill),
+    stubbed at kubernetes.stream.stream, gives our return.json as the task's XCom;
 - the exit-code policy for both kinds (Docker: a container that exits N; Kubernetes: a pod whose
   status, kubernetes client model objects, says the base container terminated with N) and the
   retry policy for 66;
@@ -182,6 +184,9 @@ class FakeCoreV1:
 
     def delete_namespaced_pod(self, name, namespace, body=None, **kwargs):
         self.calls.append(("delete", name))
+
+    def connect_get_namespaced_pod_exec(self, *args, **kwargs):
+        raise AssertionError("an exec goes through kubernetes.stream.stream, stubbed where it is used")
 
 
 def pod_with_status(exit_code=None, message=None, waiting=None):
@@ -565,6 +570,74 @@ def main():
             lambda: kop.cleanup(pod=pod_with_status(waiting="ImagePullBackOff"),
                                 remote_pod=pod_with_status(waiting="ImagePullBackOff"), context=None),
             AirflowException, "returned a failure")
+
+    # -- kubernetes: the provider's own XCom path (exec into the sidecar) on our return.json --
+    import airflow.providers.cncf.kubernetes.utils.pod_manager as pod_manager_module
+    summary = {"pipeline": "play-counts", "args": ["--date", "2026-11-26", "--xcom"], "rows_out": 1234}
+    execs = []
+
+    class FakeExec:
+        """The websocket client kubernetes.stream.stream returns: the network edge of an exec."""
+
+        def __init__(self, container, command):
+            self.container, self.command, self.open = container, command, True
+
+        def run_forever(self, timeout=None):
+            self.open = False
+
+        def read_all(self):
+            # The provider's command: `cat /airflow/xcom/return.json` if it is not empty.
+            script = self.command[-1]
+            return json.dumps(summary) + "\n" if "cat /airflow/xcom/return.json" in script else ""
+
+        def peek_stderr(self):
+            return False
+
+        def read_stderr(self):
+            return ""
+
+        def is_open(self):
+            return self.open
+
+        def write_stdin(self, text):
+            execs.append(("stdin", text))
+
+        def update(self, timeout=None):
+            self.open = False
+
+        def peek_stdout(self):
+            return False
+
+        def read_stdout(self):
+            return ""
+
+        def close(self):
+            self.open = False
+
+    def fake_stream(api_call, name, namespace, **kwargs):
+        execs.append((kwargs["container"], kwargs["command"]))
+        return FakeExec(kwargs["container"], kwargs["command"])
+
+    from kubernetes.client import models as k8s
+    finished = pod_with_status(0)
+    finished.status.container_statuses.append(k8s.V1ContainerStatus(
+        name="airflow-xcom-sidecar", image="alpine", image_id="", ready=True, restart_count=0,
+        state=k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())))
+    kop.__dict__["client"] = FakeCoreV1(finished)
+    kop.__dict__.pop("pod_manager", None)
+    real_stream = pod_manager_module.kubernetes_stream
+    pod_manager_module.kubernetes_stream = fake_stream
+    try:
+        got = kop.extract_xcom(finished)
+        check("kubernetes: the provider's sidecar exec reads our return.json as the task's XCom",
+              got == summary and execs[0][0] == "airflow-xcom-sidecar"
+              and "/airflow/xcom/return.json" in execs[0][1][-1]
+              and any(e[0] == "stdin" and "kill" in e[1] for e in execs), f"{got!r} {execs!r}")
+    except Exception as error:  # noqa: BLE001
+        check("kubernetes: the provider's sidecar exec reads our return.json as the task's XCom", False,
+              f"{type(error).__name__}: {error}")
+    finally:
+        pod_manager_module.kubernetes_stream = real_stream
 
     # -- the retry policy (Airflow 3.3's retry_policy, evaluated in the worker) -------------
     for kind, task_dict, mod in [("kubernetes", tasks, module), ("docker", docker_tasks, docker_module)]:

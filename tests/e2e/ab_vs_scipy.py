@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
 from pandas_ab import analyse  # noqa: E402
+from harness import browser_layout  # noqa: E402
 
 DATE = "2026-11-26"
 REL = 1e-9
@@ -100,6 +101,12 @@ def main():
         reference = analyse(root, DATE)
         check("ab-analytics runs on sorted inputs", run([b / "ab-analytics", "--date", DATE, "--data-root", root]) == 0)
         compare("sorted", root, reference, False)
+        # Every experiment's HTML report, laid out by a real browser: a forest plot per report,
+        # with points, a scale, and no label outside the plot or page wider than the window.
+        for html in sorted(pathlib.Path(root, "ab_reports", f"date={DATE}").glob("*.html")):
+            charts, problems = browser_layout(html)
+            check(f"{html.name} in headless Chromium: a forest plot, nothing cut off",
+                  charts == 1 and not problems, "; ".join(problems[:5]))
 
         # The same rows scrambled: the pipeline must notice and sort before joining.
         scrambled = os.path.join(tmp, "scrambled")

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 
+from harness import browser_layout
+
 results = []
 
 
@@ -35,6 +37,12 @@ def main():
         if not (out / "audit.json").exists():
             sys.exit(1)
         doc = json.loads((out / "audit.json").read_text())
+        # The HTML report laid out by a real browser: two charts per pipeline, each with points,
+        # a scale and the limits, nothing outside its chart, no page wider than the window.
+        charts, problems = browser_layout(out / "audit.html")
+        check("audit.html in headless Chromium: every chart drawn, nothing cut off",
+              charts == 2 * len(doc["pipelines"]) and not problems,
+              f"{charts} charts; " + "; ".join(problems[:5]))
         names = {p["pipeline"] for p in doc["pipelines"]}
         check("every batch pipeline audited", {"play-counts", "recommend", "ab-analytics", "revenue"} <= names,
               str(names))

@@ -67,3 +67,63 @@ def strace():
         subprocess.run(["apt-get", "install", "-y", "-qq", "strace"], capture_output=True)
         path = shutil.which("strace")
     return path
+
+
+# Injected into a copy of a report: lays out every chart and lists what a reader would see wrong.
+_LAYOUT_CHECK = """<script>
+window.addEventListener('load', () => {
+  const problems = [];
+  const svgs = [...document.querySelectorAll('svg')];
+  if (svgs.length === 0) problems.push('no chart on the page');
+  svgs.forEach((svg, i) => {
+    const box = svg.getBoundingClientRect();
+    if (box.width < 100 || box.height < 60) problems.push(`chart ${i} is ${box.width}x${box.height} px`);
+    if (svg.querySelectorAll('circle').length === 0) problems.push(`chart ${i} draws no data point`);
+    const texts = [...svg.querySelectorAll('text')];
+    if (texts.length < 5) problems.push(`chart ${i} has ${texts.length} labels: no scale`);
+    for (const t of texts) {
+      const r = t.getBoundingClientRect();
+      if (t.textContent.trim() !== '' && r.width === 0) problems.push(`chart ${i}: "${t.textContent}" is not laid out`);
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+        problems.push(`chart ${i}: "${t.textContent}" overflows the chart (text ${Math.round(r.left)}..${Math.round(r.right)}`
+          + ` x ${Math.round(r.top)}..${Math.round(r.bottom)}, chart ${Math.round(box.left)}..${Math.round(box.right)}`
+          + ` x ${Math.round(box.top)}..${Math.round(box.bottom)})`);
+    }
+  });
+  const page = document.documentElement.scrollWidth;
+  if (page > window.innerWidth) problems.push(`the page is ${page} px wide in a ${window.innerWidth} px window`);
+  const out = document.createElement('pre');
+  out.id = 'sp-layout';
+  out.textContent = JSON.stringify({charts: svgs.length, problems});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def browser_layout(html_path, widths=(1280, 760)):
+    """Lays out the HTML report at `html_path` in headless Chromium (scripts/chromium.sh) at each
+    window width; returns (charts found, problems), problems being every empty chart, chart without
+    a scale, text outside its chart and page wider than the window."""
+    import html as html_mod
+    import json
+    import re
+    import tempfile
+    chromium = subprocess.run([str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "chromium.sh")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    page = pathlib.Path(html_path).read_text()
+    charts, problems = 0, []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = pathlib.Path(tmp) / "report.html"
+        copy.write_text(page.replace("</body>", _LAYOUT_CHECK + "</body>", 1))
+        for width in widths:
+            p = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp}/profile",
+                                f"--window-size={width},900", "--virtual-time-budget=10000", "--dump-dom",
+                                copy.as_uri()], capture_output=True, text=True, timeout=120)
+            found = re.search(r'<pre id="sp-layout">(.*?)</pre>', p.stdout, re.S)
+            if not found:
+                problems.append(f"{width} px: no layout result (exit {p.returncode}): {p.stderr[-500:]}")
+                continue
+            result = json.loads(html_mod.unescape(found.group(1)))
+            charts = result["charts"]
+            problems += [f"{width} px: {x}" for x in result["problems"]]
+    return charts, problems

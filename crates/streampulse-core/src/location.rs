@@ -209,13 +209,17 @@ impl DataRoot {
         Ok(values)
     }
 
-    /// Whether `dataset` is a Delta table (it holds `_delta_log/`).
+    /// Whether `dataset` is a Delta table (its `_delta_log/` holds a version).
     pub async fn is_delta_table(&self, dataset: &str) -> Result<bool> {
         match self {
-            // As the readers' listings see it: a log directory that holds something.
+            // As the readers' listings see it (`commit::has_delta_log`).
             DataRoot::Local(root) => match std::fs::read_dir(root.join(dataset).join("_delta_log"))
             {
-                Ok(mut entries) => Ok(entries.next().is_some()),
+                Ok(entries) => Ok(entries.flatten().any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(crate::commit::is_log_version)
+                })),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(Error::io(root.join(dataset), e)),
             },

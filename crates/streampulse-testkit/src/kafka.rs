@@ -122,6 +122,26 @@ pub fn consume_all(brokers: &str, topic: &str) -> Vec<(String, serde_json::Value
     out
 }
 
+/// Watches `topic` from another thread: at its first message (within 60 s), whether `dir` (a
+/// partition) already holds a Parquet file. For "Parquet first, Kafka after": join the handle
+/// after the run; `Some(true)` is the promise kept.
+pub fn published_at_first_message(
+    brokers: &str,
+    topic: &str,
+    dir: std::path::PathBuf,
+) -> std::thread::JoinHandle<Option<bool>> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        at_first_message(&brokers, &topic, Duration::from_secs(60), || {
+            std::fs::read_dir(&dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+            })
+        })
+    })
+}
+
 /// Waits (up to `timeout`) for the first message of `topic`, which need not exist yet, and
 /// returns what `on_first` says at that moment: for checking what a consumer finds in place
 /// when a message reaches it. `None` when no message came.

@@ -208,21 +208,36 @@ async fn join_inputs(
     .await
 }
 
-/// An experiment id becomes a directory name (`experiment=<id>`) and a file name.
+/// Whether an experiment id can name its partition (`experiment=<id>`) and its report files
+/// (`<id>.json`, `<id>.html`): ASCII letters, digits, `-`, `_` and `.`, starting with a letter or
+/// a digit, at most [`MAX_ID_LEN`] characters. Every other character is one that some layer
+/// rewrites: the object store percent-encodes `#`, `%`, `*`, `?`, `[`..., Spark and Hive escape
+/// `:`, `=`, `'`..., a Delta log stores the value decoded, so the same id would name different
+/// directories in the listing, the log and another engine's writer; a leading `.` hides a file.
+/// Such an id fails the run (65, naming it) rather than publish a partition no reader finds.
 fn check_id(id: &str) -> Result<()> {
-    let bad = id.is_empty()
-        || id == "."
-        || id == ".."
-        || id
-            .chars()
-            .any(|c| matches!(c, '/' | '\\' | '\0') || c.is_control());
-    if bad {
+    let bad = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+    let starts = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if bad.is_some() || !starts || id.len() > MAX_ID_LEN {
+        let why = match bad {
+            Some(c) => format!("{c:?} is not allowed"),
+            None if id.is_empty() => "it is empty".to_string(),
+            None if !starts => "it must start with a letter or a digit".to_string(),
+            None => format!("it is longer than {MAX_ID_LEN} characters"),
+        };
         return Err(Error::Inconsistent(format!(
-            "experiment id {id:?} cannot name a partition (empty, a path or control characters)"
+            "experiment id {id:?} cannot name a partition: {why} (ids are ASCII letters, digits, \
+             '-', '_' and '.')"
         )));
     }
     Ok(())
 }
+
+/// The longest experiment id: `experiment=<id>` and `<id>.html` stay well inside a file name's
+/// 255 bytes.
+const MAX_ID_LEN: usize = 200;
 
 /// A variant's statistics and its users without a usable metrics row.
 type VariantWithMissing = (analysis::VariantStats, u64);
@@ -327,7 +342,8 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let inputs = input::locate(cfg).await?;
     let only = cfg.experiment.as_deref();
     if let Some(id) = only {
-        check_id(id)?;
+        // The flag's value, not the input's: a usage error.
+        check_id(id).map_err(|e| Error::Config(format!("--experiment: {e}")))?;
     }
     tracing::info!(?inputs, experiment = ?only, "inputs");
     let read: Vec<String> = [&inputs.assignments, &inputs.user_metrics]

@@ -233,7 +233,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.5rem 0}th,td{p
 th{background:#f5f6f9;font-weight:600}td:first-child,th:first-child,td.l,th.l{text-align:left}\
 tr.sig td{background:#eefaf0}.up{color:#12733a}.down{color:#b42318}\
 .banner{padding:.75rem 1rem;border-radius:.4rem;margin:1rem 0}.bad{background:#fdecea;border:1px solid #f5c2bd;color:#8a1c12}.ok{background:#eef6ff;border:1px solid #c9defa}\
-.note{color:#5b6478;font-size:.85rem;line-height:1.45}svg text{font-family:inherit;font-size:12px}";
+.note{color:#5b6478;font-size:.85rem;line-height:1.45}svg text{font-family:inherit;font-size:12px}.wide{overflow-x:auto}";
 
 /// The self-contained HTML page of one experiment.
 pub fn html(r: &ExperimentReport) -> String {
@@ -267,7 +267,7 @@ pub fn html(r: &ExperimentReport) -> String {
             p(r.srm.p_value)
         );
     }
-    h.push_str("<h2>Variants</h2><table><tr><th>variant</th><th>planned share</th><th>users assigned</th><th>expected</th><th>without metrics</th>");
+    h.push_str("<h2>Variants</h2><div class=\"wide\"><table><tr><th>variant</th><th>planned share</th><th>users assigned</th><th>expected</th><th>without metrics</th>");
     for (m, _, _) in METRICS {
         let _ = write!(h, "<th>mean {}</th>", escape(m));
     }
@@ -288,10 +288,10 @@ pub fn html(r: &ExperimentReport) -> String {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n<h2>Relative lift against control</h2>\n");
+    h.push_str("</table></div>\n<h2>Relative lift against control</h2>\n");
     h.push_str(&forest_plot(r));
     h.push_str(
-        "<h2>Results</h2><table><tr><th>metric</th><th class=\"l\">variant</th><th>control</th><th>treatment</th>\
+        "<h2>Results</h2><div class=\"wide\"><table><tr><th>metric</th><th class=\"l\">variant</th><th>control</th><th>treatment</th>\
          <th>difference</th><th>CI</th><th>lift</th><th>lift CI</th><th>p</th><th>p Holm</th><th>p BH</th></tr>\n",
     );
     for x in &r.results {
@@ -323,7 +323,7 @@ pub fn html(r: &ExperimentReport) -> String {
             pb = p(x.p_bh),
         );
     }
-    h.push_str("</table>\n");
+    h.push_str("</table></div>\n");
     let winsor = match (r.winsorize_percentile, &r.caps) {
         (Some(pc), Some(c)) => format!(
             " Continuous metrics were winsorized at their {pc}th percentile within the experiment \
@@ -348,97 +348,148 @@ pub fn html(r: &ExperimentReport) -> String {
     h
 }
 
-/// An SVG forest plot: one line per comparison, the point estimate of the relative lift and its
-/// interval, against a zero line.
+/// A forest plot (plotters' SVG backend): one row per comparison, the relative lift's point
+/// estimate and interval on an axis of round percentages, against the zero line; each row's
+/// label on the left and its estimate on the right, in areas sized to their text. A plot that
+/// cannot be drawn says so in its place.
 fn forest_plot(r: &ExperimentReport) -> String {
-    let rows: Vec<&ResultJson> = r.results.iter().collect();
-    let finite = |x: &&ResultJson| {
+    let mut svg = String::new();
+    match draw_forest_plot(&mut svg, &r.results) {
+        // Shrinks to a narrow page, keeping its proportions.
+        Ok(()) => svg.replacen("<svg ", "<svg style=\"max-width:100%;height:auto\" ", 1),
+        Err(e) => format!(
+            "<p class=\"note\">The forest plot could not be drawn ({}).</p>",
+            escape(&e)
+        ),
+    }
+}
+
+/// Text widths for the label areas: an average sans-serif glyph at 13 px is about 7 px wide;
+/// 8 leaves room for wide ones (the browser check in tests/e2e fails on any overflow).
+const GLYPH_PX: u32 = 8;
+
+fn draw_forest_plot(svg: &mut String, rows: &[ResultJson]) -> Result<(), String> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let finite = |x: &ResultJson| {
         x.rel_lift.is_finite() && x.rel_ci_low.is_finite() && x.rel_ci_high.is_finite()
     };
+    // The axis in percent, so that plotters' round ticks are round percentages.
     let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
     for x in rows.iter().filter(|x| finite(x)) {
-        lo = lo.min(x.rel_ci_low);
-        hi = hi.max(x.rel_ci_high);
+        lo = lo.min(100.0 * x.rel_ci_low);
+        hi = hi.max(100.0 * x.rel_ci_high);
     }
     if hi - lo < 1e-9 {
-        (lo, hi) = (-0.01, 0.01);
+        (lo, hi) = (-1.0, 1.0);
     }
-    let pad = (hi - lo) * 0.08;
+    let pad = (hi - lo) * 0.06;
     let (lo, hi) = (lo - pad, hi + pad);
-    let (label_w, plot_w, row_h, top) = (260.0, 520.0, 26.0, 30.0);
-    let width = label_w + plot_w + 200.0;
-    let height = top + row_h * rows.len() as f64 + 30.0;
-    let x = |v: f64| label_w + (v - lo) / (hi - lo) * plot_w;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" \
-         role=\"img\" aria-label=\"Forest plot of relative lifts with confidence intervals\">"
-    );
-    // Axis ticks: five evenly spaced, labelled in percent.
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2:.1}\" stroke=\"#eceef3\"/>\
-             <text x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"middle\" fill=\"#5b6478\">{4}</text>",
-            x(v),
-            top - 10.0,
-            height - 25.0,
-            height - 8.0,
-            pct(v)
-        );
-    }
-    let _ = writeln!(
-        s,
-        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2:.1}\" stroke=\"#1d2433\" stroke-dasharray=\"4 3\"/>",
-        x(0.0),
-        top - 10.0,
-        height - 25.0
-    );
-    for (i, row) in rows.iter().enumerate() {
-        let y = top + row_h * (i as f64 + 0.5);
-        let label = format!(
+    // Decimals enough to tell ticks about a tenth of the range apart.
+    let decimals = (-((hi - lo) / 10.0).log10()).ceil().max(0.0) as usize;
+
+    let label = |row: &ResultJson| {
+        format!(
             "{} · {}{}",
             row.metric,
             row.variant,
             if row.cuped { " (CUPED)" } else { "" }
-        );
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}</text>",
-            label_w - 12.0,
-            y,
-            escape(&label)
-        );
+        )
+    };
+    let estimate = |row: &ResultJson| {
+        if finite(row) {
+            format!(
+                "{} [{}, {}]",
+                pct(row.rel_lift),
+                pct(row.rel_ci_low),
+                pct(row.rel_ci_high)
+            )
+        } else {
+            "not estimable".to_string()
+        }
+    };
+    let chars = |f: &dyn Fn(&ResultJson) -> String| {
+        rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0) as u32
+    };
+    let (row_h, plot_w, axis_h, top) = (28u32, 480u32, 48u32, 16u32);
+    let label_w = chars(&label) * GLYPH_PX + 20;
+    let right_w = chars(&estimate) * GLYPH_PX + 24;
+    let width = label_w + plot_w + right_w;
+    let height = top + row_h * rows.len().max(1) as u32 + axis_h;
+    let n = rows.len().max(1) as f64;
+
+    let root = SVGBackend::with_string(svg, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin_top(top)
+        .margin_right(right_w)
+        .x_label_area_size(axis_h)
+        .y_label_area_size(label_w)
+        .build_cartesian_2d(lo..hi, 0.0..n)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_labels(8)
+        .x_label_formatter(&|v| format!("{v:.decimals$}%"))
+        .x_desc("relative lift, treatment vs control")
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.08))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let ink = RGBColor(0x1d, 0x24, 0x33);
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (0.0, n)], ink.stroke_width(1)))
+        .map_err(|e| err(&e))?;
+    let font = ("sans-serif", 13).into_font();
+    let grey = RGBColor(0x5b, 0x64, 0x78);
+    for (i, row) in rows.iter().enumerate() {
+        // The first row at the top.
+        let y = n - i as f64 - 0.5;
+        let (left_px, y_px) = chart.backend_coord(&(lo, y));
+        let right_px = chart.backend_coord(&(hi, y)).0;
+        let color = match (finite(row), row.significant, row.rel_lift > 0.0) {
+            (false, _, _) => grey,
+            (true, false, _) => RGBColor(0x6b, 0x73, 0x85),
+            (true, true, true) => RGBColor(0x12, 0x73, 0x3a),
+            (true, true, false) => RGBColor(0xb4, 0x23, 0x18),
+        };
+        root.draw(&Text::new(
+            label(row),
+            (left_px - 10, y_px),
+            font.color(&ink).pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(|e| err(&e))?;
+        root.draw(&Text::new(
+            estimate(row),
+            (right_px + 12, y_px),
+            font.color(&color).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(|e| err(&e))?;
         if !finite(row) {
-            let _ = writeln!(
-                s,
-                "<text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"#5b6478\">not estimable</text>",
-                label_w + 8.0
-            );
             continue;
         }
-        let color = match (row.significant, row.rel_lift > 0.0) {
-            (false, _) => "#6b7385",
-            (true, true) => "#12733a",
-            (true, false) => "#b42318",
-        };
-        let _ = writeln!(
-            s,
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\
-             <circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"{}\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\" fill=\"{color}\">{} [{}, {}]</text>",
-            x(row.rel_ci_low),
-            x(row.rel_ci_high),
-            x(row.rel_lift),
-            if row.cuped { 5 } else { 4 },
-            label_w + plot_w + 10.0,
-            pct(row.rel_lift),
-            pct(row.rel_ci_low),
-            pct(row.rel_ci_high),
+        let (low, lift, high) = (
+            100.0 * row.rel_ci_low,
+            100.0 * row.rel_lift,
+            100.0 * row.rel_ci_high,
         );
+        chart
+            .draw_series(LineSeries::new(
+                [(low, y), (high, y)],
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (lift, y),
+                if row.cuped { 5 } else { 4 },
+                color.filled(),
+            )))
+            .map_err(|e| err(&e))?;
     }
-    s.push_str("</svg>\n");
-    s
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
 }

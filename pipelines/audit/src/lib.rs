@@ -1001,6 +1001,41 @@ mod tests {
         assert!(Scaling::measure(2, 1.0, 2, 1.0).is_none());
     }
 
+    /// A fit that explains the runs gets a band of its largest error (at least 10 %) and no
+    /// warning; a poor one (R² under 0.9, or an error over 25 %) a doubled band and a warning
+    /// that says why; no fit at all ±50 %.
+    #[test]
+    fn a_poor_fit_widens_the_band_and_says_so() {
+        let good = fit(&[(1.0, 2.0), (2.0, 4.1), (4.0, 7.9)]).unwrap();
+        let mut warnings = Vec::new();
+        let b = band(Some(&good), "runtime", &mut warnings);
+        assert!((b - good.max_rel_error.max(0.1)).abs() < 1e-12, "{good:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        let scattered = fit(&[(1.0, 1.0), (2.0, 5.0), (3.0, 2.0), (4.0, 8.0)]).unwrap();
+        assert!(scattered.r2 < POOR_R2, "{scattered:?}");
+        let b = band(Some(&scattered), "runtime", &mut warnings);
+        assert!((b - 2.0 * scattered.max_rel_error.max(0.1)).abs() < 1e-12);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("runtime fit is poor") && warnings[0].contains("doubled"),
+            "{warnings:?}"
+        );
+
+        // A line through the points but one far off in relative terms: R² high, error large.
+        let skewed = Fit {
+            intercept: 0.0,
+            slope: 1.0,
+            r2: 0.99,
+            max_rel_error: 0.4,
+            points: 3,
+        };
+        assert!((band(Some(&skewed), "memory", &mut warnings) - 0.8).abs() < 1e-12);
+        assert!(warnings[1].contains("memory fit is poor"), "{warnings:?}");
+        assert_eq!(band(None, "runtime", &mut warnings), 0.5);
+        assert_eq!(warnings.len(), 2);
+    }
+
     fn spark_run(rows: u64, wall: f64, cores: u64) -> RunRecord {
         let mut meter = RunMeter::start("play-counts", "2026-11-26");
         meter.engine = "spark".into();

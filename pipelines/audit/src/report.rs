@@ -33,10 +33,13 @@ fn duration(s: f64) -> String {
 
 fn bytes(b: f64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
     if b >= GIB {
         format!("{:.1} GiB", b / GIB)
+    } else if b >= MIB {
+        format!("{:.0} MiB", b / MIB)
     } else {
-        format!("{:.0} MiB", b / (1u64 << 20) as f64)
+        format!("{:.0} KiB", b / 1024.0)
     }
 }
 
@@ -196,53 +199,169 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One chart: a value per year against its limit, on a linear scale.
-fn chart(title: &str, values: &[f64], limit: f64, label: &dyn Fn(f64) -> String) -> String {
-    let (w, h, left, bottom) = (360.0, 180.0, 70.0, 30.0);
-    let top = values.iter().copied().fold(limit, f64::max) * 1.1;
-    let n = values.len().max(2) as f64 - 1.0;
-    let x = |i: usize| left + (w - left - 10.0) * i as f64 / n;
-    let y = |v: f64| (h - bottom) - (h - bottom - 20.0) * v / top.max(1e-12);
-    let mut s = String::new();
-    let (right, ly) = (w - 10.0, y(limit));
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">\
-         <text x=\"{left}\" y=\"14\" font-weight=\"600\">{title}</text>\
-         <line x1=\"{left}\" x2=\"{right}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"#b42318\" stroke-dasharray=\"5 3\"/>\
-         <text x=\"{right}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#b42318\">limit {lim}</text>",
-        title = escape(title),
-        ty = ly - 4.0,
-        lim = label(limit)
-    );
-    let points: Vec<String> = values
+/// `v` to three significant digits, without trailing zeros: a log axis' ticks (powers of ten,
+/// and their 2x and 5x) print as `0.01`, `20`, `5000`.
+fn significant(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let scale = 10f64.powi(2 - v.log10().floor() as i32);
+    format!("{}", (v * scale).round() / scale)
+}
+
+/// A runtime axis tick, in seconds (the ticks are round in seconds).
+fn axis_seconds(v: f64) -> String {
+    format!("{} s", significant(v))
+}
+
+/// A memory axis tick, in decimal units (the ticks are powers of ten of bytes).
+fn axis_bytes(v: f64) -> String {
+    let (unit, size) = [("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)]
+        .into_iter()
+        .find(|(_, size)| v >= *size)
+        .unwrap_or(("B", 1.0));
+    format!("{} {unit}", significant(v / size))
+}
+
+/// Pixels of one chart: the plot, and the strip below it that holds the legend.
+const CHART_SIZE: (u32, u32) = (460, 300);
+const LEGEND_HEIGHT: u32 = 48;
+
+/// One chart (plotters' SVG backend): the projected value per year with the band the fit's error
+/// allows, against the limit (the batch window, the machine's memory). The y axis is
+/// logarithmic, because a projection and its limit often lie decades apart (a 2-minute job
+/// against a 6-hour window: on a linear axis the projection is a flat line at zero); its ticks
+/// are powers of ten (and their 2x, 5x), labelled by `label` ("100 s", "10 GB").
+/// A chart plotters cannot draw says so in its place.
+fn chart(
+    title: &str,
+    years: &[(f64, f64, f64)],
+    limit: f64,
+    label: &dyn Fn(f64) -> String,
+    limit_text: &str,
+) -> String {
+    let mut svg = String::new();
+    match draw_chart(&mut svg, title, years, limit, label, limit_text) {
+        Ok(()) => svg,
+        Err(e) => format!(
+            "<p class=\"warning\">{}: the chart could not be drawn ({})</p>",
+            escape(title),
+            escape(&e)
+        ),
+    }
+}
+
+/// `years`: (projected, low, high) per year, in the quantity's own unit (seconds, bytes).
+fn draw_chart(
+    svg: &mut String,
+    title: &str,
+    years: &[(f64, f64, f64)],
+    limit: f64,
+    label: &dyn Fn(f64) -> String,
+    limit_text: &str,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::with_string(svg, CHART_SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (plot_area, legend_area) = root.split_vertically(CHART_SIZE.1 - LEGEND_HEIGHT);
+    // A log axis holds no zero: a zero (a run that measured nothing) is drawn a decade below
+    // the smallest value measured, never a measured value moved.
+    let floor = years
+        .iter()
+        .flat_map(|y| [y.0, y.1, y.2])
+        .chain([limit])
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .fold(f64::INFINITY, f64::min)
+        .min(1e300)
+        / 10.0;
+    let at = |v: f64| v.max(floor);
+    let low = years.iter().map(|y| at(y.1)).fold(at(limit), f64::min);
+    let high = years.iter().map(|y| at(y.2)).fold(at(limit), f64::max);
+    let last = years.len().saturating_sub(1).max(1) as i32;
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(title, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..last, (low / 2.0..high * 2.0).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_labels(years.len().max(2))
+        .x_label_formatter(&|y| format!("{y}"))
+        .x_desc("year")
+        .y_labels(6)
+        .y_label_formatter(&|v| label(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.08))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let blue = RGBColor(0x1d, 0x4e, 0xd8);
+    let red = RGBColor(0xb4, 0x23, 0x18);
+    let band: Vec<(i32, f64)> = years
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        .map(|(i, y)| (i as i32, at(y.2)))
+        .chain(
+            years
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, y)| (i as i32, at(y.1))),
+        )
         .collect();
-    let _ = write!(
-        s,
-        "<polyline fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\" points=\"{}\"/>",
-        points.join(" ")
-    );
-    for (i, v) in values.iter().enumerate() {
-        let _ = write!(
-            s,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1d4ed8\"/><text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#5b6478\">y{i}</text>",
-            x(i),
-            y(*v),
-            x(i),
-            h - 10.0
-        );
+    chart
+        .draw_series(std::iter::once(Polygon::new(band, blue.mix(0.15).filled())))
+        .map_err(|e| err(&e))?;
+    let projected: Vec<(i32, f64)> = years
+        .iter()
+        .enumerate()
+        .map(|(i, y)| (i as i32, at(y.0)))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(projected.clone(), blue.stroke_width(2)))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(projected.iter().map(|p| Circle::new(*p, 3, blue.filled())))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0, at(limit)), (last, at(limit))],
+            red.stroke_width(2),
+        ))
+        .map_err(|e| err(&e))?;
+
+    // The legend, in its own strip: it never covers the limit or the projection.
+    let font = ("sans-serif", 12).into_font().color(&BLACK.mix(0.8));
+    let (mut x, mut y) = (82, 12);
+    let items: [(&str, ShapeStyle, bool); 3] = [
+        ("projected", blue.stroke_width(2), false),
+        ("band of the fit", blue.mix(0.15).filled(), true),
+        (limit_text, red.stroke_width(2), false),
+    ];
+    for (text, style, filled) in items {
+        // 7 px a glyph at 12 px is generous (the browser check fails on any overflow).
+        let width = 22 + 7 * text.chars().count() as i32;
+        if x + width > CHART_SIZE.0 as i32 - 8 {
+            (x, y) = (82, y + 18);
+        }
+        if filled {
+            legend_area
+                .draw(&Rectangle::new([(x, y - 5), (x + 16, y + 5)], style))
+                .map_err(|e| err(&e))?;
+        } else {
+            legend_area
+                .draw(&PathElement::new(vec![(x, y), (x + 16, y)], style))
+                .map_err(|e| err(&e))?;
+        }
+        legend_area
+            .draw(&Text::new(text.to_string(), (x + 22, y - 7), font.clone()))
+            .map_err(|e| err(&e))?;
+        x += width + 18;
     }
-    let _ = write!(
-        s,
-        "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#5b6478\">{}</text></svg>",
-        left - 6.0,
-        y(*values.last().unwrap_or(&0.0)),
-        label(*values.last().unwrap_or(&0.0))
-    );
-    s
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
 }
 
 pub fn html(doc: &Document) -> String {
@@ -251,12 +370,12 @@ pub fn html(doc: &Document) -> String {
          body{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem;color:#1d2433}\
          table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border-bottom:1px solid #e3e6ec;padding:.35rem .6rem;text-align:left}\
          .CRITICAL{color:#b42318;font-weight:700}.HIGH{color:#b54708;font-weight:700}.LOW{color:#12733a}\
-         svg text{font-size:11px}.warning{color:#b54708}.charts{display:flex;flex-wrap:wrap;gap:1rem}</style></head><body>\n",
+         svg text{font-size:11px}.warning{color:#b54708}.charts{display:flex;flex-wrap:wrap;gap:1rem}.wide{overflow-x:auto}</style></head><body>\n",
     );
     let md = markdown(doc);
     let intro = md.lines().nth(2).unwrap_or_default();
     let _ = writeln!(s, "<h1>Capacity audit</h1><p>{}</p>", escape(intro));
-    s.push_str("<table><tr><th>pipeline</th><th>bottleneck</th><th>rows in</th><th>bytes in</th><th>runtime</th><th>peak memory</th><th>risk</th><th>recommendation</th><th>verdict</th></tr>\n");
+    s.push_str("<div class=\"wide\"><table><tr><th>pipeline</th><th>bottleneck</th><th>rows in</th><th>bytes in</th><th>runtime</th><th>peak memory</th><th>risk</th><th>recommendation</th><th>verdict</th></tr>\n");
     for p in &doc.pipelines {
         let _ = writeln!(
             s,
@@ -274,7 +393,7 @@ pub fn html(doc: &Document) -> String {
             escape(&p.verdict)
         );
     }
-    s.push_str("</table>\n");
+    s.push_str("</table></div>\n");
     for p in &doc.pipelines {
         for w in &p.warnings {
             let _ = writeln!(
@@ -286,8 +405,18 @@ pub fn html(doc: &Document) -> String {
         }
     }
     for p in &doc.pipelines {
-        let runtime: Vec<f64> = p.projections.iter().map(|y| y.runtime_seconds).collect();
-        let memory: Vec<f64> = p.projections.iter().map(|y| y.peak_memory_bytes).collect();
+        let runtime: Vec<(f64, f64, f64)> = p
+            .projections
+            .iter()
+            .map(|y| (y.runtime_seconds, y.runtime_low, y.runtime_high))
+            .collect();
+        let memory: Vec<(f64, f64, f64)> = p
+            .projections
+            .iter()
+            .map(|y| (y.peak_memory_bytes, y.memory_low, y.memory_high))
+            .collect();
+        let window = doc.machine.window_seconds;
+        let ram = doc.machine.memory_bytes as f64;
         let _ = writeln!(
             s,
             "<h2>{}</h2><p>{}</p><div class=\"charts\">{}{}</div>",
@@ -296,21 +425,23 @@ pub fn html(doc: &Document) -> String {
             chart(
                 "runtime per year",
                 &runtime,
-                doc.machine.window_seconds,
-                &duration
+                window,
+                &axis_seconds,
+                &format!("batch window {}", duration(window))
             ),
             chart(
                 "peak memory per year",
                 &memory,
-                doc.machine.memory_bytes as f64,
-                &bytes
+                ram,
+                &axis_bytes,
+                &format!("machine memory {}", bytes(ram))
             )
         );
     }
     if !doc.clusters.is_empty() {
         let _ = writeln!(
             s,
-            "<h2>On a Spark cluster</h2><table><tr><th>pipeline</th><th>measured on</th><th>year</th><th>rows in</th><th>runtime (measured cores)</th><th>executor cores for the window</th></tr>"
+            "<h2>On a Spark cluster</h2><div class=\"wide\"><table><tr><th>pipeline</th><th>measured on</th><th>year</th><th>rows in</th><th>runtime (measured cores)</th><th>executor cores for the window</th></tr>"
         );
         for c in &doc.clusters {
             for y in &c.projections {
@@ -329,7 +460,7 @@ pub fn html(doc: &Document) -> String {
                 );
             }
         }
-        s.push_str("</table>\n");
+        s.push_str("</table></div>\n");
         for c in &doc.clusters {
             let _ = writeln!(
                 s,

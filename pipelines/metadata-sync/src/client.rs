@@ -58,6 +58,8 @@ pub struct ClientStats {
     pub timeouts: AtomicU64,
     pub connection_errors: AtomicU64,
     pub not_modified: AtomicU64,
+    /// Response bodies received (feed pages and songs, the retried ones too): the run's input.
+    pub body_bytes: AtomicU64,
 }
 
 impl ClientStats {
@@ -77,6 +79,7 @@ impl ClientStats {
             "timeouts": get(&self.timeouts),
             "connection_errors": get(&self.connection_errors),
             "not_modified": get(&self.not_modified),
+            "body_bytes": get(&self.body_bytes),
         })
     }
 }
@@ -330,7 +333,12 @@ impl ApiClient {
             return Attempt::Failed(format!("HTTP {status}"), FailureKind::Server);
         }
         match response.bytes().await {
-            Ok(body) => Attempt::Done(status, headers, body.to_vec()),
+            Ok(body) => {
+                self.stats
+                    .body_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                Attempt::Done(status, headers, body.to_vec())
+            }
             Err(e) => Attempt::Failed(format!("reading the body: {}", chain(&e)), classify(&e)),
         }
     }

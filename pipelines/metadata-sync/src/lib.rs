@@ -227,6 +227,10 @@ pub async fn run(cfg: &Config, meter: &mut RunMeter) -> Result<Outcome> {
     let client = Arc::new(ApiClient::new(cfg.client.clone())?);
     let synced = sync::run(&db, client.clone(), &cfg.sync).await;
     meter.set("api", client.stats.to_json());
+    meter.bytes_in = client
+        .stats
+        .body_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
     let stats = synced?;
     meter.rows_in = stats.listed;
     tracing::info!(

@@ -62,13 +62,35 @@ pub struct Args {
     #[arg(long, env = "SP_ARTIST_CENTRIC")]
     pub artist_centric: bool,
 
-    #[arg(long, env = "SP_ARTIST_MIN_STREAMS", default_value_t = 1000)]
+    /// With --artist-centric: the paid streams in the month an artist needs (with
+    /// --artist-min-listeners) for its streams to weigh 2x.
+    #[arg(
+        long,
+        env = "SP_ARTIST_MIN_STREAMS",
+        default_value_t = 1000,
+        requires = "artist_centric"
+    )]
     pub artist_min_streams: u64,
 
-    #[arg(long, env = "SP_ARTIST_MIN_LISTENERS", default_value_t = 500)]
+    /// With --artist-centric: the distinct listeners in the month an artist needs (with
+    /// --artist-min-streams) for its streams to weigh 2x.
+    #[arg(
+        long,
+        env = "SP_ARTIST_MIN_LISTENERS",
+        default_value_t = 500,
+        requires = "artist_centric"
+    )]
     pub artist_min_listeners: u64,
 
-    #[arg(long, env = "SP_USER_MONTHLY_CAP", default_value_t = 1000)]
+    /// With --artist-centric: the streams a user counts fully in the month (at least 1); past
+    /// it each of the user's streams weighs cap / total.
+    #[arg(
+        long,
+        env = "SP_USER_MONTHLY_CAP",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        requires = "artist_centric"
+    )]
     pub user_monthly_cap: u64,
 
     /// Engine of the joins and aggregations. Both give the same outputs.
@@ -140,7 +162,7 @@ impl Args {
             weighting: self.artist_centric.then_some(ArtistCentric {
                 min_streams: self.artist_min_streams,
                 min_listeners: self.artist_min_listeners,
-                user_cap: self.user_monthly_cap.max(1),
+                user_cap: self.user_monthly_cap,
             }),
             common: self
                 .common

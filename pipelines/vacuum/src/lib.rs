@@ -21,6 +21,10 @@ pub use streampulse_core::error::PipelineError as Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The shortest retention without `--force`: longer than any writer takes from putting its
+/// files into a table to committing them (seconds: the files are put, then committed at once).
+pub const MIN_RETENTION_HOURS: u64 = 1;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = PIPELINE, version, about = "Deletes the files of the data root's Delta tables that no recent version needs", after_help = EXIT_CODES_HELP)]
 pub struct Args {
@@ -36,6 +40,12 @@ pub struct Args {
     /// Count what would be deleted, delete nothing.
     #[arg(long, env = "SP_DRY_RUN")]
     pub dry_run: bool,
+
+    /// Allow a retention below 1 hour. A file no commit names yet may be a running writer's,
+    /// put into the table moments before its commit: vacuumed, that commit names a file that is
+    /// gone and the table fails every read. Use it only when nothing writes to the root.
+    #[arg(long, env = "SP_FORCE")]
+    pub force: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -59,6 +69,14 @@ impl Args {
             return Err(Error::Config(format!(
                 "--dataset {:?}: a dataset is a directory name under the data root",
                 self.datasets
+            )));
+        }
+        if self.retention_hours < MIN_RETENTION_HOURS && !self.force {
+            return Err(Error::Config(format!(
+                "--retention-hours {}: below {MIN_RETENTION_HOURS} hour it can delete the files \
+                 of a commit being made (a writer's uploads, not yet named by the log); give \
+                 --force if nothing writes to {}",
+                self.retention_hours, self.common.data_root
             )));
         }
         Ok(Config {

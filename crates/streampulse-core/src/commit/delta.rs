@@ -20,7 +20,9 @@ use std::path::Path;
 use std::sync::{Arc, Once};
 
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake::kernel::transaction::{CommitBuilder, TableReference, TransactionError};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitProperties, TableReference, TransactionError,
+};
 use deltalake::kernel::{Action, Add, DataType, StructField, StructType};
 use deltalake::logstore::{LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
 use deltalake::operations::create::CreateBuilder;
@@ -133,13 +135,18 @@ impl Tables {
             let loaded = if super::has_delta_log(store.as_ref(), dataset).await? {
                 let url = table_url(base, dataset)?;
                 let (table, exists) = open(store.clone(), &url).await?;
-                if exists {
-                    Some(active_files(&table)?)
-                } else {
-                    // A `_delta_log/` without a first commit: a table being created. Nothing
-                    // in it is committed yet.
-                    Some(BTreeMap::new())
+                if !exists {
+                    // A version listed a moment ago that does not load: never read as empty.
+                    return Err(object_store::Error::Generic {
+                        store: "delta",
+                        source: format!(
+                            "{url}: the log lists a version that does not load; a retry reads it"
+                        )
+                        .into(),
+                    }
+                    .into());
                 }
+                Some(active_files(&table)?)
             } else {
                 None
             };
@@ -215,7 +222,7 @@ pub(crate) async fn publish(root: &DataRoot, staged: &StagedPartition) -> Result
     let dir_name = staged.partition.dir_name();
     let commit = super::objects::commit_id();
 
-    // The run's files, under names unique to this commit, in the partition's directory.
+    // The staged Parquet files, in name order.
     let mut names: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(&staged.dir).map_err(|e| Error::io(&staged.dir, e))? {
         let entry = entry.map_err(|e| Error::io(&staged.dir, e))?;
@@ -226,15 +233,54 @@ pub(crate) async fn publish(root: &DataRoot, staged: &StagedPartition) -> Result
         }
     }
     names.sort();
-    let mut adds = Vec::with_capacity(names.len());
-    let mut schema_file = None;
-    for name in &names {
-        let src = delta_file(&staged.dir.join(name))?;
+    // The files as the table stores them (Delta's types), converted before anything is put.
+    let files: Vec<(std::path::PathBuf, String)> = names
+        .iter()
+        .map(|name| Ok((delta_file(&staged.dir.join(name))?, name.clone())))
+        .collect::<Result<_>>()?;
+
+    // A first publish creates the table before any file of this commit is put: until then the
+    // directory is plain Parquet to every reader (on a local root, unfiltered), and our files
+    // in it would show beside the old ones. Created, the table holds the plain partitions as
+    // they were, and our uploads are invisible until the commit names them.
+    if let Some(dir) = root.local_path(&staged.dataset) {
+        // delta-rs refuses to open a local table location that does not exist yet.
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let (mut table, exists) = open(store.clone(), &url).await?;
+    if !exists {
+        let Some((schema_file, _)) = files.first() else {
+            // Nothing to write and no table yet: the partition stays absent.
+            return Ok(());
+        };
+        if let Err(e) = create(
+            root,
+            &table,
+            &staged.dataset,
+            schema_file,
+            &staged.partition,
+            &commit,
+        )
+        .await
+        {
+            // Another writer (a shard) may have created it first.
+            let (reloaded, exists) = open(store.clone(), &url).await?;
+            if !exists {
+                return Err(e);
+            }
+            table = reloaded;
+        } else {
+            table = open(store.clone(), &url).await?.0;
+        }
+    }
+
+    // The run's files, under names unique to this commit, in the partition's directory.
+    let mut adds = Vec::with_capacity(files.len());
+    for (src, name) in &files {
         let stored = super::objects::stored_name(name, &commit);
         let rel = format!("{dir_name}/{stored}");
-        put_file(root, store.as_ref(), &src, &staged.dataset, &rel).await?;
-        let (size, rows) = footer(&src)?;
-        schema_file.get_or_insert(src);
+        put_file(root, store.as_ref(), src, &staged.dataset, &rel).await?;
+        let (size, rows) = footer(src)?;
         adds.push(Add {
             path: rel,
             partition_values: HashMap::from([(
@@ -251,33 +297,6 @@ pub(crate) async fn publish(root: &DataRoot, staged: &StagedPartition) -> Result
             default_row_commit_version: None,
             clustering_provider: None,
         });
-    }
-
-    let (mut table, exists) = open(store.clone(), &url).await?;
-    if !exists {
-        let Some(file) = &schema_file else {
-            // Nothing to write and no table yet: the partition stays absent.
-            return Ok(());
-        };
-        if let Err(e) = create(
-            root,
-            &table,
-            &staged.dataset,
-            file,
-            &staged.partition,
-            &commit,
-        )
-        .await
-        {
-            // Another writer (a shard) may have created it first.
-            let (reloaded, exists) = open(store.clone(), &url).await?;
-            if !exists {
-                return Err(e);
-            }
-            table = reloaded;
-        } else {
-            table = open(store.clone(), &url).await?.0;
-        }
     }
     for attempt in 1..=COMMIT_ATTEMPTS {
         let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
@@ -315,22 +334,40 @@ pub(crate) async fn publish(root: &DataRoot, staged: &StagedPartition) -> Result
                 staged.partition.key, staged.partition.value
             )),
         };
-        let result = CommitBuilder::default()
-            .with_actions(actions)
+        // A checkpoint every `delta.checkpointInterval` (100) versions, so that opening a table
+        // with a long history reads one Parquet file and a few JSON entries, not every entry.
+        let properties = CommitProperties::default()
             // Our own loop retries a lost race, on the table as the winner left it.
             .with_max_retries(0)
+            .with_create_checkpoint(true);
+        let prepared = CommitBuilder::from(properties)
+            .with_actions(actions)
             .build(
                 Some(snapshot as &dyn TableReference),
                 table.log_store(),
                 operation,
             )
-            .await;
-        match result {
-            Ok(done) => {
+            .into_prepared_commit_future()
+            .await?;
+        match prepared.await {
+            Ok(durable) => {
+                let version = durable.version;
+                // The commit is in the log: the partition is replaced, whatever comes after.
+                // What comes after (the checkpoint, the expired logs' cleanup) is upkeep, and
+                // its failure must not fail a run whose output readers already see: the next
+                // commit's upkeep covers it.
+                if let Err(e) = durable.await {
+                    tracing::warn!(
+                        table = %url,
+                        version,
+                        error = %e,
+                        "committed; the upkeep after the commit (checkpoint, log cleanup) failed"
+                    );
+                }
                 tracing::info!(
                     table = %url,
                     partition = %dir_name,
-                    version = done.version(),
+                    version,
                     files = adds.len(),
                     "delta commit"
                 );
@@ -917,57 +954,186 @@ mod tests {
         }
     }
 
+    /// The table's version, `None` when the dataset is no table.
+    async fn version_of(root: &DataRoot, dataset: &str) -> Option<u64> {
+        if root.is_delta_table(dataset).await.unwrap() {
+            table(root, dataset).await.version()
+        } else {
+            None
+        }
+    }
+
+    /// A publish that dies after any number of writes leaves the old partition, into a table
+    /// (the old version) and into a plain dataset switching to Delta (the plain files: the
+    /// table, if it was created, holds them), until a publish succeeds.
     #[tokio::test]
     async fn a_publish_that_dies_at_any_write_leaves_the_old_partition_on_s3() {
         use crate::commit::objects::tests::Failing;
         use object_store::ObjectStoreExt;
-        let base = object_store::memory::InMemory::new();
-        let root_on = |store: Arc<dyn ObjectStore>| DataRoot::ObjectStore {
+        for seed_format in [TableFormat::Delta, TableFormat::Parquet] {
+            let base = object_store::memory::InMemory::new();
+            let seed = root_on(Arc::new(base.fork()));
+            crate::commit::publish(
+                &seed,
+                seed_format,
+                vec![staged(&seed, "counts", &["part-0.parquet"], 3)],
+            )
+            .await
+            .unwrap();
+            let DataRoot::ObjectStore { store: seeded, .. } = &seed else {
+                unreachable!()
+            };
+            let old = visible(&seed, "counts").await;
+            assert_eq!(old, ["part-0.parquet"]);
+            let old_version = version_of(&seed, "counts").await;
+            let mut budget = 0;
+            loop {
+                // The seeded bucket as it is, behind a store that dies after `budget` writes.
+                let copy = object_store::memory::InMemory::new();
+                for meta in raw(&seed, "").await {
+                    let path = ObjectPath::from(meta.as_str());
+                    let bytes = seeded.get(&path).await.unwrap().bytes().await.unwrap();
+                    copy.put(&path, bytes.into()).await.unwrap();
+                }
+                let root = root_on(Arc::new(Failing::new(copy, budget)));
+                let run = staged(&root, "counts", &["part-0.parquet", "part-1.parquet"], 4);
+                let done = crate::commit::publish(&root, TableFormat::Delta, vec![run]).await;
+                let now = visible(&root, "counts").await;
+                let version = version_of(&root, "counts").await;
+                let label = format!("{seed_format:?} seed, died after {budget} writes");
+                match done {
+                    Ok(_) => {
+                        assert_eq!(now, ["part-0.parquet", "part-1.parquet"], "{label}");
+                        // Into a table: one more version; a switch: the create and the write.
+                        assert_eq!(version, Some(old_version.map_or(1, |v| v + 1)), "{label}");
+                        assert!(budget >= 3, "two uploads and the commit: {label}");
+                        break;
+                    }
+                    Err(e) => {
+                        assert_eq!(now, old, "{label}: {e}");
+                        match old_version {
+                            Some(_) => assert_eq!(version, old_version, "{label}"),
+                            // Created (version 0, the plain files) or not at all.
+                            None => assert!(version.is_none_or(|v| v == 0), "{label}"),
+                        }
+                    }
+                }
+                budget += 1;
+                assert!(budget < 20, "the publish never succeeded");
+            }
+        }
+    }
+
+    fn root_on(store: Arc<dyn ObjectStore>) -> DataRoot {
+        DataRoot::ObjectStore {
             url: Url::parse("s3://bucket/root").unwrap(),
             store,
             prefix: ObjectPath::from("root"),
-        };
-        let seed = root_on(Arc::new(base.fork()));
-        crate::commit::publish(
-            &seed,
-            TableFormat::Delta,
-            vec![staged(&seed, "counts", &["part-0.parquet"], 3)],
-        )
-        .await
-        .unwrap();
-        let DataRoot::ObjectStore { store: seeded, .. } = &seed else {
-            unreachable!()
-        };
-        let old = visible(&seed, "counts").await;
-        let old_version = table(&seed, "counts").await.version();
-        let mut budget = 0;
-        loop {
-            // The seeded bucket as it is, behind a store that dies after `budget` writes.
-            let copy = object_store::memory::InMemory::new();
-            for meta in raw(&seed, "").await {
-                let path = ObjectPath::from(meta.as_str());
-                let bytes = seeded.get(&path).await.unwrap().bytes().await.unwrap();
-                copy.put(&path, bytes.into()).await.unwrap();
-            }
-            let root = root_on(Arc::new(Failing::new(copy, budget)));
-            let run = staged(&root, "counts", &["part-0.parquet", "part-1.parquet"], 4);
-            let done = crate::commit::publish(&root, TableFormat::Delta, vec![run]).await;
-            let now = visible(&root, "counts").await;
-            let version = table(&root, "counts").await.version();
-            match done {
-                Ok(_) => {
-                    assert_eq!(now, ["part-0.parquet", "part-1.parquet"]);
-                    assert_eq!(version, old_version.map(|v| v + 1));
-                    assert!(budget >= 3, "two uploads and the commit: {budget}");
-                    break;
+        }
+    }
+
+    /// A `_delta_log/` holding no version (the temporary of a first commit that died while being
+    /// written) is no table: the dataset reads and publishes as plain Parquet, and a Delta
+    /// publish then creates the table.
+    #[tokio::test]
+    async fn a_log_without_a_version_is_no_table() {
+        use object_store::ObjectStoreExt;
+        for (_tmp, root) in roots().await {
+            let publish = |format, file: &'static str| {
+                let root = root.clone();
+                async move {
+                    let s = staged(&root, "counts", &[file], 3);
+                    crate::commit::publish(&root, format, vec![s]).await
                 }
-                Err(e) => {
-                    assert_eq!(now, old, "died after {budget} writes: {e}");
-                    assert_eq!(version, old_version, "died after {budget} writes");
-                }
+            };
+            publish(TableFormat::Parquet, "part-0.parquet")
+                .await
+                .unwrap();
+            let (store, _, prefix) = root_store(&root).unwrap();
+            let temporary = prefix
+                .join("counts")
+                .join("_delta_log")
+                .join("_commit_3f2a.json.tmp");
+            store.put(&temporary, b"{}".to_vec().into()).await.unwrap();
+            let label = root.display();
+            assert!(!root.is_delta_table("counts").await.unwrap(), "{label}");
+            assert_eq!(
+                visible(&root, "counts").await,
+                ["part-0.parquet"],
+                "{label}"
+            );
+            publish(TableFormat::Parquet, "part-1.parquet")
+                .await
+                .unwrap();
+            assert_eq!(
+                visible(&root, "counts").await,
+                ["part-1.parquet"],
+                "{label}"
+            );
+            publish(TableFormat::Delta, "part-2.parquet").await.unwrap();
+            assert!(root.is_delta_table("counts").await.unwrap(), "{label}");
+            assert_eq!(
+                visible(&root, "counts").await,
+                ["part-2.parquet"],
+                "{label}"
+            );
+            assert_eq!(version_of(&root, "counts").await, Some(1), "{label}");
+        }
+    }
+
+    /// On a local root a plain dataset's directory is read unfiltered: the first Delta publish
+    /// must create the table before it puts any file there, or a plain reader would see the
+    /// new files beside the old ones (and forever, after a crash). Here the table cannot be
+    /// created (a file holds its log's place): the publish fails having put nothing.
+    #[tokio::test]
+    async fn a_first_delta_publish_puts_no_file_before_the_table_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = DataRoot::parse(tmp.path().to_str().unwrap()).unwrap();
+        let s = staged(&root, "counts", &["part-0.parquet"], 3);
+        crate::commit::publish(&root, TableFormat::Parquet, vec![s])
+            .await
+            .unwrap();
+        std::fs::write(tmp.path().join("counts/_delta_log"), b"").unwrap();
+        let s = staged(&root, "counts", &["part-0.parquet", "part-1.parquet"], 4);
+        assert!(
+            crate::commit::publish(&root, TableFormat::Delta, vec![s])
+                .await
+                .is_err()
+        );
+        let dir = std::fs::read_dir(tmp.path().join(format!("counts/date={DAY}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(dir, ["part-0.parquet"]);
+    }
+
+    /// Every 100th version (`delta.checkpointInterval`) writes a checkpoint, so opening a long
+    /// history reads one Parquet file, not every entry; a checkpoint that cannot be written
+    /// fails no run: its commit is in the log, the partition published.
+    #[tokio::test]
+    async fn every_hundredth_version_is_checkpointed_and_a_failed_checkpoint_fails_no_run() {
+        use crate::commit::objects::tests::Failing;
+        for checkpoints_fail in [false, true] {
+            let inner = object_store::memory::InMemory::new();
+            let store: Arc<dyn ObjectStore> = if checkpoints_fail {
+                Arc::new(Failing::writes_to(inner, "checkpoint"))
+            } else {
+                Arc::new(inner)
+            };
+            let root = root_on(store);
+            for _ in 0..99 {
+                let s = staged(&root, "counts", &["part-0.parquet"], 1);
+                crate::commit::publish(&root, TableFormat::Delta, vec![s])
+                    .await
+                    .unwrap();
             }
-            budget += 1;
-            assert!(budget < 20, "the publish never succeeded");
+            assert_eq!(version_of(&root, "counts").await, Some(99));
+            let log = raw(&root, "counts/_delta_log").await;
+            let checkpointed = log
+                .iter()
+                .any(|p| p.ends_with("00000000000000000099.checkpoint.parquet"));
+            assert_eq!(checkpointed, !checkpoints_fail, "{log:?}");
+            assert_eq!(visible(&root, "counts").await, ["part-0.parquet"]);
         }
     }
 }

@@ -223,9 +223,10 @@ async fn publish_table(_: &DataRoot, staged: &StagedPartition) -> Result<()> {
     )))
 }
 
-/// Whether the directory `dir` of `store` holds a Delta log (`_delta_log/`): the one test of
-/// "this dataset is a Delta table", with the `delta` feature or without it (a build without it
-/// must still never read a table's files as plain Parquet).
+/// Whether the directory `dir` of `store` is a Delta table: its `_delta_log/` holds a version
+/// ([`is_log_version`]). The one test of "this dataset is a Delta table", with the `delta`
+/// feature or without it (a build without it must still never read a table's files as plain
+/// Parquet).
 pub(crate) async fn has_delta_log(
     store: &dyn object_store::ObjectStore,
     dir: &object_store::path::Path,
@@ -233,12 +234,30 @@ pub(crate) async fn has_delta_log(
     use futures::StreamExt;
     let log = dir.clone().join("_delta_log");
     let mut listing = store.list(Some(&log));
-    match listing.next().await {
-        None => Ok(false),
-        Some(Ok(_)) => Ok(true),
-        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
-        Some(Err(e)) => Err(e.into()),
+    while let Some(entry) = listing.next().await {
+        match entry {
+            // Versions sort first (digits before `_`): this stops at the first entry of a table.
+            Ok(meta) if meta.location.filename().is_some_and(is_log_version) => return Ok(true),
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(false)
+}
+
+/// Whether `name`, an entry of a `_delta_log/`, is a version of the table: a commit
+/// (`00000000000000000000.json`, or a compacted range) or a checkpoint
+/// (`….checkpoint….parquet`). A log that holds only temporaries (`_commit_….json.tmp`: a first
+/// commit that died while being written) is no table yet: the directory is plain Parquet, as
+/// every Delta reader also sees it.
+pub(crate) fn is_log_version(name: &str) -> bool {
+    let Some((digits, rest)) = name.split_once('.') else {
+        return false;
+    };
+    digits.len() == 20
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (rest == "json" || rest.ends_with(".json") || rest.ends_with(".parquet"))
 }
 
 /// The objects of a listing by directory (the object path up to its last `/`), in path order:

@@ -457,6 +457,8 @@ pub(crate) mod tests {
     pub(crate) struct Failing {
         inner: InMemory,
         budget: AtomicIsize,
+        /// Only writes to paths holding this fail (the others never spend the budget).
+        only: Option<&'static str>,
     }
 
     impl Failing {
@@ -464,16 +466,39 @@ pub(crate) mod tests {
             Failing {
                 inner,
                 budget: AtomicIsize::new(budget),
+                only: None,
+            }
+        }
+        /// A store on which every write to a path holding `part` fails, and nothing else.
+        pub(crate) fn writes_to(inner: InMemory, part: &'static str) -> Self {
+            Failing {
+                inner,
+                budget: AtomicIsize::new(0),
+                only: Some(part),
+            }
+        }
+        fn spend_on(&self, location: &ObjectPath) -> object_store::Result<()> {
+            match self.only {
+                Some(part) if location.as_ref().contains(part) => Err(died()),
+                Some(_) => Ok(()),
+                None => self.spend(),
             }
         }
         fn spend(&self) -> object_store::Result<()> {
+            if self.only.is_some() {
+                return Ok(());
+            }
             if self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
-                return Err(object_store::Error::Generic {
-                    store: "failing",
-                    source: "the process died here".into(),
-                });
+                return Err(died());
             }
             Ok(())
+        }
+    }
+
+    fn died() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "failing",
+            source: "the process died here".into(),
         }
     }
 
@@ -491,7 +516,7 @@ pub(crate) mod tests {
             payload: PutPayload,
             opts: PutOptions,
         ) -> object_store::Result<PutResult> {
-            self.spend()?;
+            self.spend_on(location)?;
             self.inner.put_opts(location, payload, opts).await
         }
         async fn put_multipart_opts(
@@ -499,7 +524,7 @@ pub(crate) mod tests {
             location: &ObjectPath,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.spend()?;
+            self.spend_on(location)?;
             self.inner.put_multipart_opts(location, opts).await
         }
         async fn get_opts(
@@ -536,7 +561,7 @@ pub(crate) mod tests {
             to: &ObjectPath,
             options: CopyOptions,
         ) -> object_store::Result<()> {
-            self.spend()?;
+            self.spend_on(to)?;
             self.inner.copy_opts(from, to, options).await
         }
     }

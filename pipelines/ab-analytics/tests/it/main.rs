@@ -408,6 +408,51 @@ async fn bad_rows_are_rejected_with_file_row_column_and_reason() {
     assert_eq!(minutes["treatment_mean"], 20.0);
 }
 
+/// An experiment id that a layer between us and the reader would rewrite (the object store
+/// percent-encodes `#`, `%`, `*`; Hive escapes `:`, `=`; a leading `.` hides a file) fails the
+/// run with 65 naming it, and nothing is published; the same id given to `--experiment` is a
+/// usage error (64). Ids of letters, digits, `-`, `_` and `.` run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_id_no_partition_can_hold_is_refused() {
+    let (a, m) = clean_rows();
+    let with_id = |id: &'static str| {
+        let a: Vec<Assignment> = a
+            .iter()
+            .map(|r| (id, r.1, r.2.map(|v| if v == "a" { "control" } else { "b" })))
+            .collect();
+        let m: Vec<Metrics> = m.iter().map(|r| (id, r.1, r.2, r.3, r.4)).collect();
+        (a, m)
+    };
+    for id in [
+        "exp#2", "50%-off", "a*b", "time:10", "k=v", ".hidden", "new feed",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, m) = with_id(id);
+        hand_written(dir.path(), &a, &m, false);
+        let err = analyse(dir.path(), &[]).await.unwrap_err();
+        assert_eq!(err.exit_code(), ExitCode::DataErr, "{id:?}: {err}");
+        assert!(
+            err.to_string().contains(&format!("{id:?}")),
+            "{id:?}: {err}"
+        );
+        assert!(!dir.path().join("ab_results").exists(), "{id:?}");
+        assert!(!dir.path().join("ab_reports").exists(), "{id:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, m) = with_id("Exp_2026.11-b");
+    hand_written(dir.path(), &a, &m, false);
+    analyse(dir.path(), &[]).await.unwrap();
+    assert!(
+        dir.path()
+            .join("ab_results/experiment=Exp_2026.11-b")
+            .is_dir()
+    );
+    let err = analyse(dir.path(), &["--experiment", "exp#2"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), ExitCode::Usage, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_plan_control_is_the_variant_named_control() {
     let dir = tempfile::tempdir().unwrap();

@@ -83,3 +83,47 @@ fn a_seed_gives_the_same_bytes() {
     let export = "exports/plays-2026-11-26.csv";
     assert!(fa[export] != fc[export], "another seed, another day");
 }
+
+/// The export of day D carries late plays of the evening before, as real exports do; the plays
+/// partition `date=D` holds plays of D only (as play-ingest files them): a reader of the
+/// partition never counts yesterday's plays.
+#[test]
+fn the_plays_partition_holds_its_day_only() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::TimestampMillisecondType;
+    let root = tempfile::tempdir().unwrap();
+    datagen(root.path(), "7");
+    let export = std::fs::read_to_string(root.path().join("exports/plays-2026-11-26.csv")).unwrap();
+    let late = export.matches(",2026-11-25T").count();
+    assert!(late > 0, "the export carries late plays");
+
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+    let start = day
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let end = start + 86_400_000;
+    let (mut rows, mut outside) = (0usize, 0usize);
+    let dir = root.path().join("plays/date=2026-11-26");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192).unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let played_at = batch
+                .column_by_name("played_at")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>();
+            rows += played_at.len() - played_at.null_count();
+            outside += played_at
+                .iter()
+                .flatten()
+                .filter(|&t| t < start || t >= end)
+                .count();
+        }
+    }
+    assert!(rows > 0);
+    assert_eq!(outside, 0, "{outside} of {rows} plays outside 2026-11-26");
+}

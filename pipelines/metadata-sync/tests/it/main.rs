@@ -105,7 +105,13 @@ async fn sync(root: &Path, api: &str, db: &str, extra: &[&str]) -> metadata_sync
         .unwrap()
         .validate()?;
     let mut meter = RunMeter::start("metadata-sync", "2026-11-26");
-    Box::pin(run(&cfg, &mut meter)).await
+    let out = Box::pin(run(&cfg, &mut meter)).await;
+    if out.is_ok() {
+        // Every run reads the feed at least once: its input is the bodies it received (the
+        // run record's bytes in, which the audit sizes the job by).
+        assert!(meter.bytes_in > 0, "bytes in: {}", meter.bytes_in);
+    }
+    out
 }
 
 fn by_id(mut songs: Vec<SongRecord>) -> Vec<SongRecord> {
@@ -422,10 +428,20 @@ async fn changed_songs_go_to_kafka_keyed_by_song_id() {
     ];
     let first = catalog(120, 5);
     let api = Api::start(first.clone(), calm()).await;
+    // The snapshot first, Kafka after: a consumer that hears of the first change finds the
+    // day's snapshot already published.
+    let snapshot = dir.path().join("songs/date=2026-11-26");
+    let watcher =
+        streampulse_testkit::kafka::published_at_first_message(&b.brokers, &topic, snapshot);
     let out = sync(dir.path(), &api.server.url, &db, &kafka)
         .await
         .unwrap();
     assert_eq!(out.sync.changed, 120);
+    assert_eq!(
+        watcher.join().unwrap(),
+        Some(true),
+        "the first message came before the snapshot was published"
+    );
     api.stop().await;
     let read = |messages: Vec<(String, serde_json::Value)>| -> Vec<SongRecord> {
         messages

@@ -1,7 +1,7 @@
 //! Charts published to Kafka (`--kafka-brokers`), against a private tansu broker.
 
 use streampulse_core::exit::ExitCode;
-use streampulse_testkit::kafka::{at_first_message, broker, consume_all, unique};
+use streampulse_testkit::kafka::{broker, consume_all, published_at_first_message, unique};
 
 use crate::{listeners, read, run_day};
 
@@ -69,14 +69,7 @@ async fn the_charts_partition_is_in_place_when_the_first_message_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("charts");
     let charts = dir.path().join("charts/date=2026-11-26");
-    let watcher = {
-        let (brokers, topic, charts) = (b.brokers.clone(), topic.clone(), charts.clone());
-        std::thread::spawn(move || {
-            at_first_message(&brokers, &topic, std::time::Duration::from_secs(60), || {
-                charts.join("part-0.parquet").exists()
-            })
-        })
-    };
+    let watcher = published_at_first_message(&b.brokers, &topic, charts);
     let mut lines = String::new();
     listeners(&mut lines, "2026-11-26", 1, 0, 5, "GB");
     run_day(

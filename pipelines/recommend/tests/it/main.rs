@@ -433,6 +433,11 @@ async fn each_users_list_goes_to_kafka_as_one_message_keyed_by_user() {
     let dir = tempfile::tempdir().unwrap();
     generated(dir.path(), 300, 200, 1_000);
     let topic = streampulse_testkit::kafka::unique("recommendations");
+    // Parquet first, Kafka after: a consumer that receives the first list finds the day's
+    // partition already published.
+    let partition = dir.path().join(format!("recommendations/date={DATE}"));
+    let watcher =
+        streampulse_testkit::kafka::published_at_first_message(&b.brokers, &topic, partition);
     let out = recommend(
         dir.path(),
         &[
@@ -447,6 +452,11 @@ async fn each_users_list_goes_to_kafka_as_one_message_keyed_by_user() {
     .await
     .unwrap();
     assert_eq!(out.kafka_messages, Some(out.users));
+    assert_eq!(
+        watcher.join().unwrap(),
+        Some(true),
+        "the first message came before its partition was published"
+    );
     let want = recommendations(dir.path());
     let messages = streampulse_testkit::kafka::consume_all(&b.brokers, &topic);
     assert_eq!(messages.len(), want.len());

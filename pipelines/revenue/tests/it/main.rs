@@ -677,3 +677,44 @@ fn the_command_line_keeps_its_contract() {
         )],
     );
 }
+
+/// The artist-centric thresholds do something only with `--artist-centric`: alone they are a
+/// usage error (64), not a silently ignored flag; a monthly cap of 0 is refused, not read as 1.
+#[test]
+fn the_artist_centric_thresholds_need_artist_centric() {
+    let parse = |extra: &[&str]| {
+        let mut argv = vec![
+            "revenue",
+            "--month",
+            "2026-11",
+            "--data-root",
+            "/nonexistent",
+        ];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    };
+    for flag in [
+        "--artist-min-streams",
+        "--artist-min-listeners",
+        "--user-monthly-cap",
+    ] {
+        let err = parse(&[flag, "5"]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{flag}: {err}"
+        );
+        let cfg = parse(&["--artist-centric", flag, "5"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(cfg.weighting.is_some(), "{flag}");
+    }
+    assert!(parse(&["--artist-centric", "--user-monthly-cap", "0"]).is_err());
+    // The binary maps clap's errors to 64.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_revenue"))
+        .args(["--month", "2026-11", "--artist-min-streams", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

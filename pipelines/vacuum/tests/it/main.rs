@@ -87,6 +87,7 @@ async fn vacuum_removes_what_no_recent_version_needs_and_nothing_younger() {
         &[
             "--retention-hours",
             "0",
+            "--force",
             "--dry-run",
             "--dataset",
             "daily_song_counts",
@@ -98,7 +99,13 @@ async fn vacuum_removes_what_no_recent_version_needs_and_nothing_younger() {
     assert_eq!(dry.tables[0].files_deleted, 2, "{dry:?}");
     assert_eq!(files(&part), 3, "a dry run deletes nothing");
 
-    let done = vacuum(&root_dir, &["--retention-hours", "0"])
+    // Below an hour a writer's files put moments before its commit could go: refused (64)
+    // unless forced, and nothing deleted.
+    let err = usage_error(vacuum(&root_dir, &["--retention-hours", "0"]).await);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(files(&part), 3);
+
+    let done = vacuum(&root_dir, &["--retention-hours", "0", "--force"])
         .await
         .unwrap();
     let deleted: usize = done.tables.iter().map(|t| t.files_deleted).sum();
@@ -109,14 +116,18 @@ async fn vacuum_removes_what_no_recent_version_needs_and_nothing_younger() {
     assert_eq!(files(&part), 1, "the committed file stays");
     assert!(root_dir.join("exports/plays.csv").exists());
 
-    let err = vacuum(&root_dir, &["--dataset", "exports"])
-        .await
-        .unwrap_err();
+    usage_error(vacuum(&root_dir, &["--dataset", "exports"]).await);
+}
+
+/// The error of a run that must fail with a usage error (64), as text.
+fn usage_error(run: Result<vacuum::Outcome, vacuum::Error>) -> String {
+    let err = run.unwrap_err();
     assert_eq!(
         streampulse_core::runner::ExitStatus::exit_code(&err),
         streampulse_core::exit::ExitCode::Usage,
         "{err}"
     );
+    err.to_string()
 }
 
 /// `--help` and `--version` exit 0, a bad flag 64, and `--help` never shows a secret's value.
