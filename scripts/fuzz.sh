@@ -104,8 +104,10 @@ for t in "${targets[@]}"; do
     result="CRASH (see fuzz/artifacts/$t/)"
     status=1
   fi
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' | tail -1)
+  # A crash prints no "Done" line: the greps find nothing then, which must not end the script
+  # (set -e with pipefail) before the other targets run and the summary is printed.
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' | tail -1 || true)
   summary+=$(printf '%-20s %6ss %12s execs  %s' "$t" "${took:-$seconds}" "${runs:-?}" "$result")$'\n'
   [ "$result" = ok ] || tail -40 "$log" >&2
   rm -f "$log"
