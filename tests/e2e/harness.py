@@ -1,11 +1,16 @@
 """What the end-to-end checks share: one line per check, a closing tally, and running a binary
 with its stderr shown only when it fails."""
+import functools
+import html as html_mod
+import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 results = []
@@ -100,16 +105,18 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@functools.cache
+def _chromium():
+    """The headless Chromium's path, found (or installed) once per check script."""
+    return subprocess.run([str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "chromium.sh")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def browser_layout(html_path, widths=(1280, 760)):
     """Lays out the HTML report at `html_path` in headless Chromium (scripts/chromium.sh) at each
     window width; returns (charts found, problems), problems being every empty chart, chart without
     a scale, text outside its chart and page wider than the window."""
-    import html as html_mod
-    import json
-    import re
-    import tempfile
-    chromium = subprocess.run([str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "chromium.sh")],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    chromium = _chromium()
     page = pathlib.Path(html_path).read_text()
     charts, problems = 0, []
     with tempfile.TemporaryDirectory() as tmp:
