@@ -115,11 +115,12 @@ fuzz:
 
 # The lint covers fuzz/ too: it is compiled there, though only `make fuzz` links it.
 # cargo-machete finds dependencies no crate uses (each one costs build minutes); make installs it
-# on first use.
+# on first use. check-links.sh: the stages without Kafka or SQL do not build librdkafka or sqlx.
 lint:
 	cargo fmt --all --check
 	@command -v cargo-machete >/dev/null 2>&1 || CARGO_TARGET_DIR=$(HOME)/.cache/streampulse/tools-target cargo install --locked --quiet cargo-machete@0.9.2
 	cargo machete
+	scripts/check-links.sh
 	cargo clippy --release --workspace --locked --all-targets -- -D warnings
 
 fmt:

@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use metadata_sync::client::{Change, ChangePage, parse_retry_after};
+use metadata_sync::client::parse_retry_after;
+use streampulse_core::songs::{Change, ChangePage};
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(page) = serde_json::from_slice::<ChangePage>(body) {

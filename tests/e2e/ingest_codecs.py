@@ -95,6 +95,16 @@ def main():
                   f"{missing} missing, {extra} not produced")
             rejects = [l for f in (root / "rejects" / "play-ingest").rglob("*.jsonl") for l in f.read_text().splitlines()]
             check(f"{codec}: the malformed events are in the rejects", len(rejects) == len(MALFORMED), len(rejects))
+            # The run record sizes the job for the audit: every event consumed, every payload
+            # byte (as produced, before the codec), every Parquet byte written.
+            records = [json.loads(f.read_text()) for f in (root / "runs" / "play-ingest").glob("*.json")]
+            want = {"rows_in": len(messages) + len(MALFORMED), "rows_out": plays.num_rows,
+                    "rows_rejected": len(MALFORMED),
+                    "bytes_in": sum(len(v) for _, v in messages) + sum(len(m) for m in MALFORMED),
+                    "bytes_out": sum(f.stat().st_size for f in (root / "plays").rglob("*.parquet"))}
+            got = {k: records[0][k] for k in want} if len(records) == 1 else records
+            check(f"{codec}: the run record counts rows and bytes in and out exactly", got == want,
+                  f"{got} != {want}")
     finish()
 
 

@@ -222,6 +222,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp, "root")
         common = ["--data-root", root, "--threads", "2"]
+        # datagen alone in a root of its own: its run record's bytes out must be every byte it wrote.
+        sizing = pathlib.Path(tmp, "datagen-only")
+        check("datagen (alone)", run([b / "datagen", "--date", DAYS[0], "--plays", "5000", "--users", "500",
+                                      "--songs", "300", "--experiment-users", "200",
+                                      "--data-root", sizing, "--threads", "2"]) == 0)
+        records = [json.loads(f.read_text()) for f in sizing.glob("runs/datagen/*.json")]
+        written = sum(f.stat().st_size for f in sizing.rglob("*")
+                      if f.is_file() and f.relative_to(sizing).parts[0] != "runs")
+        check("datagen: the run record's bytes out are the bytes of every file it wrote",
+              len(records) == 1 and records[0]["bytes_out"] == written,
+              f"{[r['bytes_out'] for r in records]} != {written}")
         for day in DAYS:
             check(f"datagen {day}", run([b / "datagen", "--date", day, "--plays", "30000", "--users", "3000",
                                           "--songs", "1200", "--experiment-users", "1500",

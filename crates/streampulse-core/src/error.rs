@@ -66,13 +66,16 @@ pub enum Error {
     ObjectStore(#[from] object_store::Error),
 
     /// The catalog database or the PostgreSQL engine.
+    #[cfg(feature = "sql")]
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    #[cfg(feature = "sql")]
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
     /// The Kafka broker, with what we were doing when it failed.
+    #[cfg(feature = "kafka")]
     #[error("kafka, {context}: {source}")]
     Kafka {
         context: String,
@@ -137,10 +140,14 @@ impl Error {
             Error::Config(_) => ExitCode::Usage,
             Error::Io { source, .. } => io_exit_code(source),
             Error::ObjectStore(e) => object_store_exit_code(e),
+            #[cfg(feature = "sql")]
             Error::Database(e) => database_exit_code(e),
+            #[cfg(feature = "sql")]
             Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => database_exit_code(e),
+            #[cfg(feature = "sql")]
             Error::Migrate(_) => ExitCode::Internal,
-            Error::Kafka { source, .. } => crate::kafka::exit_code(source),
+            #[cfg(feature = "kafka")]
+            Error::Kafka { source, .. } => kafka_exit_code(source),
             // A library error is our bug unless something it wraps says otherwise: a full disk
             // under the Parquet writer is a temporary failure, not an internal error.
             Error::DataFusion(e) => cause_exit_code(e),
@@ -176,8 +183,54 @@ pub enum RemoteFailure {
     Internal,
 }
 
+/// The exit code of a Kafka failure: unreachable brokers are 69; records no retry can decode
+/// (a codec this build lacks, a corrupt batch) are bad input, 65; a refused authorization or a
+/// setting the broker rejects is the operator's to fix, 64; the rest 75.
+#[cfg(feature = "kafka")]
+pub fn kafka_exit_code(e: &rdkafka::error::KafkaError) -> ExitCode {
+    use rdkafka::error::KafkaError;
+    use rdkafka::error::RDKafkaErrorCode::*;
+    let code = match e {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            AllBrokersDown
+            | BrokerTransportFailure
+            | Resolve
+            | MessageTimedOut
+            | OperationTimedOut
+            | UnknownTopicOrPartition
+            | UnknownTopic
+            | UnknownPartition,
+        ) => ExitCode::Unavailable,
+        Some(
+            NotImplemented
+            | BadCompression
+            | BadMessage
+            | InvalidMessage
+            | InvalidRecord
+            | UnsupportedCompressionType,
+        ) => ExitCode::DataErr,
+        Some(
+            InvalidArgument
+            | InvalidConfig
+            | UnsupportedFeature
+            | UnsupportedVersion
+            | Authentication
+            | SaslAuthenticationFailed
+            | TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed,
+        ) => ExitCode::Usage,
+        _ => ExitCode::TempFail,
+    }
+}
+
 /// A database we cannot reach is "unavailable" (69); a conflict or a dropped connection in the
 /// middle of work is worth a retry (75); a failing statement is our bug (70).
+#[cfg(feature = "sql")]
 fn database_exit_code(e: &sqlx::Error) -> ExitCode {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
@@ -486,5 +539,49 @@ mod tests {
         );
         let plan = Error::DataFusion(datafusion::error::DataFusionError::Plan("no".into()));
         assert_eq!(plan.exit_code(), ExitCode::Internal);
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn kafka_failures_map_to_who_must_act() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::error::RDKafkaErrorCode::*;
+        let consume = |c| kafka_exit_code(&KafkaError::MessageConsumption(c));
+        // Records no retry decodes: the data's owner must act.
+        for c in [
+            NotImplemented,
+            BadCompression,
+            InvalidMessage,
+            InvalidRecord,
+        ] {
+            assert_eq!(consume(c), ExitCode::DataErr, "{c:?}");
+        }
+        // Refused by the broker: the operator's to fix.
+        for c in [
+            TopicAuthorizationFailed,
+            GroupAuthorizationFailed,
+            SaslAuthenticationFailed,
+        ] {
+            assert_eq!(consume(c), ExitCode::Usage, "{c:?}");
+        }
+        assert_eq!(
+            kafka_exit_code(&KafkaError::Global(AllBrokersDown)),
+            ExitCode::Unavailable
+        );
+        assert_eq!(
+            kafka_exit_code(&KafkaError::Global(OperationTimedOut)),
+            ExitCode::Unavailable
+        );
+        assert_eq!(consume(NotCoordinator), ExitCode::TempFail);
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn unreachable_brokers_are_unavailable_and_the_rest_worth_a_retry() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(kafka_exit_code(&timed_out), ExitCode::Unavailable);
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert_eq!(kafka_exit_code(&full), ExitCode::TempFail);
     }
 }

@@ -22,6 +22,7 @@ pub mod csv;
 pub mod engine;
 pub mod error;
 pub mod exit;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod location;
 pub mod money;

@@ -212,7 +212,7 @@ impl DataRoot {
     /// Whether `dataset` is a Delta table (its `_delta_log/` holds a version).
     pub async fn is_delta_table(&self, dataset: &str) -> Result<bool> {
         match self {
-            // As the readers' listings see it (`commit::has_delta_log`).
+            // As the readers' listings see it (`commit::is_table_dir`).
             DataRoot::Local(root) => match std::fs::read_dir(root.join(dataset).join("_delta_log"))
             {
                 Ok(entries) => Ok(entries.flatten().any(|e| {
@@ -224,7 +224,7 @@ impl DataRoot {
                 Err(e) => Err(Error::io(root.join(dataset), e)),
             },
             DataRoot::ObjectStore { store, .. } => {
-                crate::commit::has_delta_log(store.as_ref(), &self.object_path(dataset)).await
+                crate::commit::is_table_dir(store.as_ref(), &self.object_path(dataset)).await
             }
         }
     }

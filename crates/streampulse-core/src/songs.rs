@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::schema::SONGS;
 
 /// A song's metadata (columns of `songs` in docs/data.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 pub struct SongRecord {
     pub song_id: i64,
     pub title: String,
@@ -33,7 +34,9 @@ pub struct SongRecord {
     pub duration_ms: i32,
     pub release_date: NaiveDate,
     pub genre: String,
-    /// When the partner last changed the song; the sync's cursor. Millisecond precision.
+    /// When the partner last changed the song; the sync's cursor. Millisecond precision: the
+    /// API's text must be RFC 3339 with at most 3 fractional digits.
+    #[serde(deserialize_with = "crate::time::deserialize_api_timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -49,6 +52,22 @@ impl SongRecord {
         }
         format!("\"{h:016x}\"")
     }
+}
+
+/// One entry of the metadata API's change feed (`GET /songs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub song_id: i64,
+    /// As a song's `updated_at`: RFC 3339, at most milliseconds.
+    #[serde(deserialize_with = "crate::time::deserialize_api_timestamp")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of the change feed; `next_cursor` is null on the last page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePage {
+    pub songs: Vec<Change>,
+    pub next_cursor: Option<String>,
 }
 
 /// The records of one `songs` batch. `source` names the file in errors.
@@ -241,6 +260,28 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<SongRecord>(&json).unwrap(), songs[0]);
+    }
+
+    #[test]
+    fn a_song_or_change_finer_than_milliseconds_is_refused_not_truncated() {
+        // The snapshot and the cursor hold milliseconds: `.9561` would come back as `.956`.
+        let json = serde_json::to_string(&song(1))
+            .unwrap()
+            .replace("16:00:00.123Z", "16:00:00.1234Z");
+        let err = serde_json::from_str::<SongRecord>(&json).unwrap_err();
+        assert!(
+            err.to_string().contains("finer than a millisecond"),
+            "{err}"
+        );
+        let page =
+            r#"{"songs":[{"song_id":1,"updated_at":"2-11-19T09:10:2Z"}],"next_cursor":null}"#;
+        let err = serde_json::from_str::<ChangePage>(page).unwrap_err();
+        assert!(err.to_string().contains("not an RFC 3339"), "{err}");
+        let page = r#"{"songs":[{"song_id":1,"updated_at":"2026-11-19T09:10:02.956Z"}],"next_cursor":"x"}"#;
+        assert_eq!(
+            serde_json::from_str::<ChangePage>(page).unwrap().songs[0].song_id,
+            1
+        );
     }
 
     #[test]

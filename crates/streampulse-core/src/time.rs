@@ -2,7 +2,7 @@
 //! `NaiveDate`, and the civil-date formulas the hot decoders and the generator use where chrono's
 //! parsers and formatters would cost more than the work around them.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// Milliseconds in a UTC day (no leap seconds in Unix time).
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -56,6 +56,38 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Parses a timestamp of the metadata API: RFC 3339 (four-digit year, two-digit fields, `T`, `Z`
+/// or a numeric offset) with at most millisecond precision, as docs/data.md states. chrono's own
+/// `FromStr` also takes one-digit years and seconds, and finer digits would not survive the
+/// `songs` snapshot's `timestamp(ms)` nor the sync's cursor, so both are refused rather than
+/// silently changed.
+pub fn parse_api_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp ({e})"))?;
+    // chrono skips digits past the ninth, so count them in the text itself.
+    let fraction = text.split_once('.').map_or("", |(_, rest)| {
+        &rest[..rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len())]
+    });
+    if fraction.len() > 3 && fraction[3..].bytes().any(|b| b != b'0') {
+        return Err(format!(
+            "{text:?} is finer than a millisecond (the API's timestamps carry at most 3 \
+             fractional digits)"
+        ));
+    }
+    Ok(parsed.with_timezone(&Utc))
+}
+
+/// `#[serde(deserialize_with = "...")]` for [`parse_api_timestamp`].
+pub fn deserialize_api_timestamp<'de, D>(d: D) -> Result<DateTime<Utc>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    parse_api_timestamp(&text).map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +109,26 @@ mod tests {
         }
         assert_eq!(date32(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()), 0);
         assert_eq!(from_date32(i32::MAX), None);
+    }
+
+    #[test]
+    fn api_timestamps_are_rfc_3339_with_at_most_milliseconds() {
+        let ms = |t: &str| parse_api_timestamp(t).map(|d| d.timestamp_millis());
+        assert_eq!(ms("2026-11-19T09:10:02.956Z"), Ok(1_795_079_402_956));
+        assert_eq!(ms("2026-11-19T10:10:02.956+01:00"), Ok(1_795_079_402_956));
+        assert_eq!(ms("2026-11-19t09:10:02z"), Ok(1_795_079_402_000));
+        // Trailing zeros are the same instant.
+        assert_eq!(ms("2026-11-19T09:10:02.956000000Z"), Ok(1_795_079_402_956));
+        // What `make fuzz` found chrono's FromStr accepting, and sub-millisecond digits.
+        for bad in [
+            "2-11-19T09:10:2.9561Z",
+            "2026-11-19T09:10:2Z",
+            "2026-11-19T09:10:02.9561Z",
+            "2026-11-19T09:10:02.9560000001Z",
+            "2026-11-19 09:10:02",
+            "2026-11-19",
+        ] {
+            assert!(parse_api_timestamp(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

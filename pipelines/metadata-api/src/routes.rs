@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 use streampulse_core::rate::TokenBucket;
+use streampulse_core::songs::{Change, ChangePage};
+use streampulse_core::time::parse_api_timestamp;
 
 use crate::catalog::{Catalog, FeedKey};
 use crate::{Behaviour, RetryAfterFormat};
@@ -31,6 +32,9 @@ pub struct Stats {
     pub faults: AtomicU64,
     pub hung: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Body bytes of the answers past the limit and the faults (songs, feed pages, 304s, 404s):
+    /// what a client reads in full, so a test can hold a client's count of bytes in to it.
+    pub body_bytes: AtomicU64,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,6 +46,7 @@ pub struct StatsSnapshot {
     pub faults: u64,
     pub hung: u64,
     pub unauthorized: u64,
+    pub body_bytes: u64,
 }
 
 impl Stats {
@@ -55,6 +60,7 @@ impl Stats {
             faults: get(&self.faults),
             hung: get(&self.hung),
             unauthorized: get(&self.unauthorized),
+            body_bytes: get(&self.body_bytes),
         }
     }
 }
@@ -145,6 +151,10 @@ async fn partner(State(state): State<Shared>, request: Request, next: Next) -> R
         return error(status, "injected fault");
     }
     let response = next.run(request).await;
+    // Our handlers answer with whole bodies (JSON or empty), whose size is known exactly.
+    if let Some(n) = axum::body::HttpBody::size_hint(response.body()).exact() {
+        stats.body_bytes.fetch_add(n, Ordering::Relaxed);
+    }
     match response.status() {
         StatusCode::NOT_MODIFIED => stats.not_modified.fetch_add(1, Ordering::Relaxed),
         s if s.is_success() => stats.ok.fetch_add(1, Ordering::Relaxed),
@@ -160,31 +170,12 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-/// One entry of the change feed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Change {
-    pub song_id: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A page of the change feed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ChangePage {
-    pub songs: Vec<Change>,
-    pub next_cursor: Option<String>,
-}
-
 async fn list_songs(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Response {
     let since_ms = match q.updated_since.as_deref() {
         None | Some("") => i64::MIN,
-        Some(s) => match DateTime::parse_from_rfc3339(s) {
+        Some(s) => match parse_api_timestamp(s) {
             Ok(t) => t.timestamp_millis(),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("updated_since {s:?} is not an RFC 3339 timestamp: {e}"),
-                );
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}")),
         },
     };
     let after = match q.cursor.as_deref() {

@@ -12,10 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
-use serde::{Deserialize, Serialize};
 use streampulse_core::config::Secret;
 use streampulse_core::rate::TokenBucket;
-use streampulse_core::songs::SongRecord;
+use streampulse_core::songs::{ChangePage, SongRecord};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -82,19 +81,6 @@ impl ClientStats {
             "body_bytes": get(&self.body_bytes),
         })
     }
-}
-
-/// One entry of the partner's change feed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Change {
-    pub song_id: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ChangePage {
-    pub songs: Vec<Change>,
-    pub next_cursor: Option<String>,
 }
 
 /// A song detail request's outcome.
@@ -301,7 +287,6 @@ impl ApiClient {
 
     async fn attempt(&self, url: &Url, etag: Option<&str>) -> Attempt {
         self.bucket.acquire().await;
-        let _permit = self.in_flight.acquire().await;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.get(url.clone());
         if let Some(etag) = etag {
@@ -350,6 +335,12 @@ impl ApiClient {
         etag: Option<&str>,
         what: &str,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>)> {
+        // One slot for the whole call, retries and their backoff included. The requests waiting
+        // for a slot queue in order (the semaphore is fair) without polling the token bucket, and
+        // a retry, the oldest request of all, never queues again behind the ones started after
+        // it: a request that hangs until its timeout then costs one timeout, not a second wait
+        // for the whole window to drain.
+        let _slot = self.in_flight.acquire().await;
         let mut failures = 0u32;
         let mut throttled = 0u32;
         loop {

@@ -203,12 +203,22 @@ impl Args {
                 full: self.full,
                 page_size: positive("--page-size", self.page_size)?,
                 batch_size: positive("--batch-size", self.batch_size)?,
-                window: concurrency * 4,
+                window: reorder_window(concurrency, self.rate, self.timeout_s, self.backoff_ms),
             },
             kafka: self.kafka.destination(&self.songs_changed_topic)?,
             common,
         })
     }
+}
+
+/// Detail requests started ahead of the oldest unfinished one: two timeouts' worth of requests
+/// at the rate (at least four per slot), so a request that hangs until its timeout and is retried
+/// holds back the commit, not the requests behind it. A finished detail waiting for its turn is
+/// one song (about a kilobyte), so even a large window is small.
+fn reorder_window(concurrency: usize, rate: f64, timeout_s: f64, backoff_ms: u64) -> usize {
+    let stall_s = timeout_s + 2.0 * backoff_ms as f64 / 1000.0;
+    let by_rate = (2.0 * rate * stall_s).ceil().min(100_000.0) as usize;
+    by_rate.max(concurrency * 4)
 }
 
 /// What a successful run produced (the XCom summary).

@@ -3,17 +3,20 @@
 //! ends it.
 //!
 //! Feed pages are fetched ahead by their own task (with the stored entity tags of their songs,
-//! for `If-None-Match`) so the detail requests never wait for a page. Details are fetched
-//! `window` at a time but *yielded in feed order*: a batch is committed only when every song
-//! before its end is in, so the cursor never passes a song that is not in the database. A song
-//! that stalls (retries, a timeout) holds the commit back, not the other requests.
+//! for `If-None-Match`) so the detail requests never wait for a page. Details are started up to
+//! `window` ahead of the oldest unfinished one but *yielded in feed order*: a batch is committed
+//! only when every song before its end is in, so the cursor never passes a song that is not in
+//! the database. A song that stalls (retries, a timeout) holds the commit back, not the other
+//! requests, as long as the window covers the requests of one timeout (`reorder_window`).
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::client::{ApiClient, Change, Fetched};
+use streampulse_core::songs::Change;
+
+use crate::client::{ApiClient, Fetched};
 use crate::db::{CatalogDb, Cursor};
 use crate::error::{Error, Result};
 

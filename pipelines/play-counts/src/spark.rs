@@ -31,7 +31,8 @@ use streampulse_core::schema::{
 use streampulse_core::time;
 use streampulse_spark::{Session, SparkConfig};
 
-use crate::{COLUMNS, Config, Error, Result};
+use crate::input::COLUMNS;
+use crate::{Config, Error, Result};
 
 /// What the cluster computed for the day.
 pub struct Counted {

@@ -81,7 +81,7 @@ impl Retries {
     /// build cannot decompress or decode) or the operator's to fix (a refused authorization).
     /// Transport errors are not: librdkafka reconnects.
     fn exhausted(&mut self, error: &KafkaError) -> bool {
-        match streampulse_core::kafka::exit_code(error) {
+        match streampulse_core::error::kafka_exit_code(error) {
             ExitCode::DataErr | ExitCode::Usage => {
                 self.attempts += 1;
                 self.attempts >= PERMANENT_ATTEMPTS

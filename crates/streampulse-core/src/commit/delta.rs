@@ -132,7 +132,7 @@ impl Tables {
     ) -> Result<Option<Vec<(String, u64)>>> {
         let key = dataset.to_string();
         if !self.tables.contains_key(&key) {
-            let loaded = if super::has_delta_log(store.as_ref(), dataset).await? {
+            let loaded = if super::is_table_dir(store.as_ref(), dataset).await? {
                 let url = table_url(base, dataset)?;
                 let (table, exists) = open(store.clone(), &url).await?;
                 if !exists {
@@ -593,7 +593,7 @@ pub async fn vacuum(
 ) -> Result<Option<Vacuumed>> {
     let (store, base, prefix) = root_store(root)?;
     let path = prefix.join(dataset);
-    if !super::has_delta_log(store.as_ref(), &path).await? {
+    if !super::is_table_dir(store.as_ref(), &path).await? {
         return Ok(None);
     }
     let url = table_url(&base, &path)?;

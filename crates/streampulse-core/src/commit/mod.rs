@@ -227,7 +227,7 @@ async fn publish_table(_: &DataRoot, staged: &StagedPartition) -> Result<()> {
 /// ([`is_log_version`]). The one test of "this dataset is a Delta table", with the `delta`
 /// feature or without it (a build without it must still never read a table's files as plain
 /// Parquet).
-pub(crate) async fn has_delta_log(
+pub(crate) async fn is_table_dir(
     store: &dyn object_store::ObjectStore,
     dir: &object_store::path::Path,
 ) -> Result<bool> {
@@ -315,7 +315,7 @@ pub(crate) async fn split_tables(
         parents.insert(object_store::path::Path::from_iter(parts));
     }
     for parent in parents {
-        if has_delta_log(store.as_ref(), &parent).await? {
+        if is_table_dir(store.as_ref(), &parent).await? {
             return Err(Error::Config(format!(
                 "{parent} is a Delta table: this build has no Delta Lake support (the core's \
                  `delta` feature is off)"

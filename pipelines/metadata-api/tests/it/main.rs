@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use metadata_api::routes::{ChangePage, StatsSnapshot};
+use metadata_api::routes::StatsSnapshot;
 use metadata_api::{Behaviour, RetryAfterFormat, serve};
 use reqwest::StatusCode;
+use streampulse_core::songs::ChangePage;
 use streampulse_core::songs::{self, SongRecord};
 use streampulse_testkit::catalog::Catalog;
 

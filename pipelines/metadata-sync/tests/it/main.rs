@@ -101,9 +101,23 @@ fn args(root: &Path, api: &str, db: &str, extra: &[&str]) -> Vec<String> {
 }
 
 async fn sync(root: &Path, api: &str, db: &str, extra: &[&str]) -> metadata_sync::Result<Outcome> {
-    let cfg = Args::try_parse_from(args(root, api, db, extra))
+    sync_metered(root, api, db, extra).await.0
+}
+
+/// [`sync`], with the run's meter.
+async fn sync_metered(
+    root: &Path,
+    api: &str,
+    db: &str,
+    extra: &[&str],
+) -> (metadata_sync::Result<Outcome>, RunMeter) {
+    let cfg = match Args::try_parse_from(args(root, api, db, extra))
         .unwrap()
-        .validate()?;
+        .validate()
+    {
+        Ok(cfg) => cfg,
+        Err(e) => return (Err(e), RunMeter::start("metadata-sync", "2026-11-26")),
+    };
     let mut meter = RunMeter::start("metadata-sync", "2026-11-26");
     let out = Box::pin(run(&cfg, &mut meter)).await;
     if out.is_ok() {
@@ -111,7 +125,7 @@ async fn sync(root: &Path, api: &str, db: &str, extra: &[&str]) -> metadata_sync
         // run record's bytes in, which the audit sizes the job by).
         assert!(meter.bytes_in > 0, "bytes in: {}", meter.bytes_in);
     }
-    out
+    (out, meter)
 }
 
 fn by_id(mut songs: Vec<SongRecord>) -> Vec<SongRecord> {
@@ -138,12 +152,19 @@ async fn full_then_incremental(db_url: &str) {
     let root = tempfile::tempdir().unwrap();
     let first = catalog(700, 1);
     let api = Api::start(first.clone(), calm()).await;
-    let out = sync(root.path(), &api.server.url, db_url, &[])
-        .await
-        .unwrap();
+    let (out, meter) = sync_metered(root.path(), &api.server.url, db_url, &[]).await;
+    let out = out.unwrap();
     assert_eq!(
         (out.sync.listed, out.sync.fetched, out.sync.changed),
         (700, 700, 700)
+    );
+    // The run record sizes the job by what crossed the wire and what was written: the bodies
+    // the partner served, to the byte, and the snapshot's file.
+    assert_eq!(meter.bytes_in, api.server.stats.snapshot().body_bytes);
+    let snapshot_file = root.path().join("songs/date=2026-11-26/part-0.parquet");
+    assert_eq!(
+        meter.bytes_out,
+        std::fs::metadata(&snapshot_file).unwrap().len()
     );
     assert_eq!(out.catalog_songs, 700);
     assert!(out.sync.transactions >= 700 / 64);
