@@ -53,6 +53,7 @@ def sync_once(bin_dir, api_url, root, extra):
     m["retries"] = record["extra"]["api"]["retries"]
     m["timeouts"] = record["extra"]["api"]["timeouts"]
     m["server_errors"] = record["extra"]["api"]["server_errors"]
+    m["hedged"] = record["extra"]["api"].get("hedged", 0)
     m["songs"] = record["rows_in"]
     return m
 
@@ -86,32 +87,26 @@ def main():
 
     page = 500
     rows = {}
-    api, url = start_api(a.bin_dir, catalogs[a.songs], work, a.latency_ms, a.rate)
-    try:
+
+    def sync_runs(songs, name, faults=()):
+        """`a.runs` syncs of `songs` changed songs, each against a partner started afresh (a
+        full bucket, and its fault draws from the same seed)."""
         runs = []
         for i in range(a.runs):
-            m = sync_once(a.bin_dir, url, work / "sync", ["--rate", str(a.rate)])
-            print(f"sync run {i + 1}: {m}", file=sys.stderr)
+            api, url = start_api(a.bin_dir, catalogs[songs], work, a.latency_ms, a.rate, faults)
+            try:
+                m = sync_once(a.bin_dir, url, work / name, ["--rate", str(a.rate)])
+            finally:
+                stop(api)
+            print(f"{name} run {i + 1}: {m}", file=sys.stderr)
             runs.append(m)
-            time.sleep(1.5)  # let the partner's bucket refill between runs
-        rows["metadata-sync (32 in flight, token bucket)"] = runs
-    finally:
-        stop(api)
+        return runs
 
-    # The partner on a bad day: 5xx and hangs longer than our 10 s timeout. Each run's faults are
-    # drawn from the same seed, so the runs differ only in timing.
-    faults = ["--fault-rate", str(a.fault_rate), "--timeout-rate", str(a.hang_rate),
-              "--hang-s", str(a.hang_s)]
-    api, url = start_api(a.bin_dir, catalogs[a.faulty_songs], work, a.latency_ms, a.rate, faults)
-    try:
-        faulty_runs = []
-        for i in range(a.runs):
-            m = sync_once(a.bin_dir, url, work / "sync-faulty", ["--rate", str(a.rate)])
-            print(f"faulty run {i + 1}: {m}", file=sys.stderr)
-            faulty_runs.append(m)
-            time.sleep(1.5)
-    finally:
-        stop(api)
+    rows["metadata-sync (32 in flight, token bucket)"] = sync_runs(a.songs, "sync")
+    # The partner on a bad day: 5xx, and hangs longer than our 10 s timeout.
+    faulty_runs = sync_runs(a.faulty_songs, "sync-faulty",
+                            ["--fault-rate", str(a.fault_rate), "--timeout-rate", str(a.hang_rate),
+                             "--hang-s", str(a.hang_s)])
 
     api, url = start_api(a.bin_dir, catalogs[a.seq_songs], work, a.latency_ms, a.rate)
     try:
@@ -130,7 +125,7 @@ def main():
     faulty_bound = faulty_needed / a.rate
     fmed = {k: statistics.median(r[k] for r in faulty_runs)
             for k in ("wall_s", "cpu_s", "peak_rss_mb", "requests", "rate_limited", "retries",
-                      "timeouts", "server_errors")}
+                      "timeouts", "server_errors", "hedged")}
     result = {
         "songs": a.songs, "latency_ms": a.latency_ms, "rate": a.rate,
         "rate_bound_s": bound, "sync": med, "sync_runs": rows,
@@ -168,12 +163,13 @@ def main():
         f"retries add requests of their own (the last column: wall against the requests really "
         f"sent, at the rate). Medians of {a.runs} runs.",
         "",
-        "| client | wall | vs rate bound | requests | retries | 5xx | timeouts | 429s | CPU | "
+        "| client | wall | vs rate bound | requests | retries | 5xx | timeouts | hedged | 429s | CPU | "
         "peak RSS | vs requests sent |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| metadata-sync | {fmed['wall_s']:.1f} s | {fmed['wall_s'] / faulty_bound:.3f}x | "
         f"{fmed['requests']:.0f} | {fmed['retries']:.0f} | {fmed['server_errors']:.0f} | "
-        f"{fmed['timeouts']:.0f} | {fmed['rate_limited']:.0f} | {fmed['cpu_s']:.2f} s | "
+        f"{fmed['timeouts']:.0f} | {fmed['hedged']:.0f} | "
+        f"{fmed['rate_limited']:.0f} | {fmed['cpu_s']:.2f} s | "
         f"{fmed['peak_rss_mb']:.0f} MB | {fmed['wall_s'] / (fmed['requests'] / a.rate):.3f}x |",
         "",
         f"Host: {cpu_model()}, {os.cpu_count()} cores.",

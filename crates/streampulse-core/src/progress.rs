@@ -40,7 +40,9 @@ pub struct Snapshot {
 impl Progress {
     /// Starts counting `what` (e.g. "plays"), a bar when a person watches the terminal.
     pub fn start(what: &'static str, total_bytes: Option<u64>) -> Progress {
-        let text_logs = std::env::var("LOG_FORMAT").map_or(true, |f| f != "json");
+        // The format the run's logs use, flag or environment: a bar between JSON lines would
+        // break every line-oriented reader of the stream.
+        let text_logs = crate::telemetry::log_format() == crate::config::LogFormat::Text;
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = (tty && text_logs).then(|| {
             let (bar, template) = match total_bytes {

@@ -1,12 +1,23 @@
 //! Logging: tracing to stderr, text for people, JSON for containers (`LOG_FORMAT=json`),
 //! filtered by `RUST_LOG` (default `info`).
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The format [`init`] installed: what `--log-format` (or `LOG_FORMAT`) said.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The log format of this process (text until [`init`] ran).
+pub fn log_format() -> LogFormat {
+    FORMAT.get().copied().unwrap_or(LogFormat::Text)
+}
+
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

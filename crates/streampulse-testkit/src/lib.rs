@@ -12,6 +12,7 @@ pub mod alias;
 pub mod catalog;
 pub mod cli;
 pub mod dims;
+pub mod files;
 pub mod golden;
 pub mod kafka;
 pub mod others;

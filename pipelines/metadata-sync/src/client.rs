@@ -3,6 +3,7 @@
 //! request, not just the one that got the 429), exponential backoff with full jitter for 5xx,
 //! timeouts and connection errors, and an error budget for the whole run.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -26,7 +27,7 @@ pub struct ClientConfig {
     pub base_url: Url,
     pub token: Option<Secret<String>>,
     pub user_agent: String,
-    /// Requests in flight at most.
+    /// Requests in flight at most, besides second copies of slow ones (a quarter as many).
     pub concurrency: usize,
     /// Requests a second we allow ourselves (the partner's published limit).
     pub rate: f64,
@@ -45,6 +46,44 @@ pub struct ClientConfig {
     pub error_budget: f64,
     /// ...but never fewer than this many.
     pub error_budget_min: u64,
+    /// Send a second copy of a request that is unanswered well past the partner's usual
+    /// latency ([`Latencies::hedge_after`]); the first answer wins.
+    pub hedge: bool,
+}
+
+/// Recent answer times of the partner, from the request sent to the body read: what "well past
+/// its usual latency" means for hedging.
+#[derive(Debug, Default)]
+struct Latencies {
+    recent: VecDeque<Duration>,
+}
+
+impl Latencies {
+    /// Answers remembered: a few seconds of traffic at a partner's usual rate.
+    const KEEP: usize = 256;
+    /// Fewer answers than this say too little about the partner's latency.
+    const MIN: usize = 32;
+
+    fn record(&mut self, took: Duration) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(took);
+    }
+
+    /// Twice the 95th percentile of the recent answers, at least 250 ms and at most half the
+    /// timeout: a request that slow is most likely lost (a hung backend), and one copy more per
+    /// such request costs about 1 in 20 of the slowest. A quarter of the timeout until enough
+    /// answers are in.
+    fn hedge_after(&self, timeout: Duration) -> Duration {
+        if self.recent.len() < Self::MIN {
+            return timeout / 4;
+        }
+        let mut sorted: Vec<Duration> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        (p95 * 2).clamp(Duration::from_millis(250), timeout / 2)
+    }
 }
 
 /// Counters of one run, for the run record and the log.
@@ -57,6 +96,9 @@ pub struct ClientStats {
     pub timeouts: AtomicU64,
     pub connection_errors: AtomicU64,
     pub not_modified: AtomicU64,
+    /// Second copies sent of requests slow to answer, and how many of those answered first.
+    pub hedged: AtomicU64,
+    pub hedges_won: AtomicU64,
     /// Response bodies received (feed pages and songs, the retried ones too): the run's input.
     pub body_bytes: AtomicU64,
 }
@@ -79,6 +121,8 @@ impl ClientStats {
             "connection_errors": get(&self.connection_errors),
             "not_modified": get(&self.not_modified),
             "body_bytes": get(&self.body_bytes),
+            "hedged": get(&self.hedged),
+            "hedges_won": get(&self.hedges_won),
         })
     }
 }
@@ -98,6 +142,11 @@ pub struct ApiClient {
     cfg: ClientConfig,
     bucket: TokenBucket,
     in_flight: Semaphore,
+    /// Second copies in flight at most (a quarter of `in_flight`, at least one). Not taken from
+    /// `in_flight`: its slots are all held by requests waiting for a token whenever the sync
+    /// runs at the rate, so a copy would never find one.
+    hedges: Semaphore,
+    latencies: Mutex<Latencies>,
     jitter: Mutex<Pcg64Mcg>,
     pub stats: ClientStats,
 }
@@ -160,6 +209,8 @@ impl ApiClient {
             http,
             bucket: TokenBucket::new(cfg.rate, cfg.burst),
             in_flight: Semaphore::new(cfg.concurrency.max(1)),
+            hedges: Semaphore::new((cfg.concurrency / 4).max(1)),
+            latencies: Mutex::new(Latencies::default()),
             jitter: Mutex::new(Pcg64Mcg::seed_from_u64(
                 SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -285,8 +336,51 @@ impl ApiClient {
         Ok(())
     }
 
+    /// One attempt: a token, the request, and (when it is slow to answer and a slot is free) a
+    /// second copy with a token of its own; the first answer that is not a failure wins.
     async fn attempt(&self, url: &Url, etag: Option<&str>) -> Attempt {
         self.bucket.acquire().await;
+        let first = self.send(url, etag);
+        if !self.cfg.hedge {
+            return first.await;
+        }
+        let hedge_after = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hedge_after(self.cfg.timeout);
+        tokio::pin!(first);
+        tokio::select! {
+            answer = &mut first => return answer,
+            _ = tokio::time::sleep(hedge_after) => {}
+        }
+        let Ok(_slot) = self.hedges.try_acquire() else {
+            return first.await;
+        };
+        self.stats.hedged.fetch_add(1, Ordering::Relaxed);
+        let second = async {
+            self.bucket.acquire().await;
+            self.send(url, etag).await
+        };
+        tokio::pin!(second);
+        tokio::select! {
+            answer = &mut first => match answer {
+                Attempt::Failed(..) => second.await,
+                answer => answer,
+            },
+            answer = &mut second => match answer {
+                Attempt::Failed(..) => first.await,
+                answer => {
+                    self.stats.hedges_won.fetch_add(1, Ordering::Relaxed);
+                    answer
+                }
+            },
+        }
+    }
+
+    /// Sends one request and reads its answer to the end.
+    async fn send(&self, url: &Url, etag: Option<&str>) -> Attempt {
+        let sent = tokio::time::Instant::now();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.get(url.clone());
         if let Some(etag) = etag {
@@ -322,6 +416,10 @@ impl ApiClient {
                 self.stats
                     .body_bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
+                self.latencies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(sent.elapsed());
                 Attempt::Done(status, headers, body.to_vec())
             }
             Err(e) => Attempt::Failed(format!("reading the body: {}", chain(&e)), classify(&e)),
@@ -400,6 +498,32 @@ impl ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_hedged_well_past_the_partners_usual_latency() {
+        let timeout = Duration::from_secs(10);
+        let mut l = Latencies::default();
+        assert_eq!(
+            l.hedge_after(timeout),
+            Duration::from_millis(2500),
+            "nothing known yet"
+        );
+        for i in 0..100u64 {
+            // 300 ms answers, the slowest 5 of each 100 at 400 ms.
+            l.record(Duration::from_millis(if i % 20 == 0 { 400 } else { 300 }));
+        }
+        assert_eq!(l.hedge_after(timeout), Duration::from_millis(800));
+        // A fast partner: never sooner than 250 ms; a slow one: never later than half the timeout.
+        let mut fast = Latencies::default();
+        let mut slow = Latencies::default();
+        for _ in 0..Latencies::KEEP + 10 {
+            fast.record(Duration::from_millis(2));
+            slow.record(Duration::from_secs(4));
+        }
+        assert_eq!(fast.recent.len(), Latencies::KEEP);
+        assert_eq!(fast.hedge_after(timeout), Duration::from_millis(250));
+        assert_eq!(slow.hedge_after(timeout), Duration::from_secs(5));
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {

@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, env = "SP_SYNC_FULL")]
     pub full: bool,
 
-    /// Requests in flight at most.
+    /// Requests in flight at most (second copies of slow requests aside: see --no-hedge).
     #[arg(long, env = "SP_SYNC_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
 
@@ -95,6 +95,13 @@ pub struct Args {
     /// Share of the run's requests that may fail (5xx, timeouts) before it stops with exit 75.
     #[arg(long, env = "SP_SYNC_ERROR_BUDGET", default_value_t = 0.25)]
     pub error_budget: f64,
+
+    /// Never send a second copy of a slow request. By default a request unanswered after twice
+    /// the partner's recent 95th-percentile latency is sent once more (within the rate; at most
+    /// a quarter of --concurrency copies at once), and the first answer wins: a hung request
+    /// costs that, not the timeout.
+    #[arg(long, env = "SP_SYNC_NO_HEDGE")]
+    pub no_hedge: bool,
 
     /// Change-feed entries per page.
     #[arg(long, env = "SP_SYNC_PAGE_SIZE", default_value_t = 500)]
@@ -196,6 +203,7 @@ impl Args {
                 max_throttled: 50,
                 error_budget: self.error_budget,
                 error_budget_min: 20,
+                hedge: !self.no_hedge,
             },
             database_url,
             sync: SyncOptions {

@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use clap::Parser;
 use streampulse_core::exit::ExitCode;
 use streampulse_core::run_record::RunMeter;
+use streampulse_testkit::files::{read_parquet_dir, write_parquet};
 use streampulse_testkit::{Dataset, GenConfig, generate};
 
 const DATE: &str = "2026-11-26";
@@ -48,17 +49,6 @@ fn generated(root: &Path, users: u64, per_experiment: u64) {
         ..GenConfig::demo()
     };
     generate(&cfg, root).unwrap();
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(path).unwrap() {
-        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 16).unwrap();
-        out.extend(reader.map(|b| b.unwrap()));
-    }
-    out
 }
 
 fn report(root: &Path, experiment: &str) -> serde_json::Value {
@@ -116,7 +106,7 @@ async fn generated_experiments_give_every_comparison_and_find_the_planted_effect
         ("exp-onboarding", 2),
         ("exp-autoplay", 1),
     ] {
-        let batches = read_parquet(&dir.path().join(format!("ab_results/experiment={exp}")));
+        let batches = read_parquet_dir(&dir.path().join(format!("ab_results/experiment={exp}")));
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, treatments * 5, "{exp}");
         assert_eq!(batches[0].schema(), *streampulse_core::schema::AB_RESULTS);
@@ -162,7 +152,7 @@ async fn unsorted_inputs_are_sorted_and_give_identical_results() {
     let unsorted = tempfile::tempdir().unwrap();
     for dataset in ["assignments", "user_metrics", "experiments"] {
         let part = format!("{dataset}/date={DATE}");
-        let mut batches = read_parquet(&sorted.path().join(&part));
+        let mut batches = read_parquet_dir(&sorted.path().join(&part));
         batches.reverse();
         let reversed: Vec<RecordBatch> = batches
             .iter()
@@ -172,7 +162,7 @@ async fn unsorted_inputs_are_sorted_and_give_identical_results() {
                 arrow::compute::take_record_batch(b, &idx).unwrap()
             })
             .collect();
-        write(
+        write_parquet(
             &unsorted.path().join(&part).join("part-0.parquet"),
             &reversed,
         );
@@ -226,16 +216,6 @@ fn nullable(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
-fn write(path: &Path, batches: &[RecordBatch]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), None).unwrap();
-    for b in batches {
-        w.write(b).unwrap();
-    }
-    w.close().unwrap();
-}
-
 type Assignment<'a> = (&'a str, Option<i64>, Option<&'a str>);
 type Metrics<'a> = (&'a str, i64, Option<f64>, i32, Option<bool>);
 
@@ -259,7 +239,7 @@ fn hand_written(root: &Path, assignments: &[Assignment], metrics: &[Metrics], pl
         ],
     )
     .unwrap();
-    write(
+    write_parquet(
         &root.join(format!("assignments/date={DATE}/part-0.parquet")),
         &[a],
     );
@@ -285,7 +265,7 @@ fn hand_written(root: &Path, assignments: &[Assignment], metrics: &[Metrics], pl
         ],
     )
     .unwrap();
-    write(
+    write_parquet(
         &root.join(format!("user_metrics/date={DATE}/part-0.parquet")),
         &[m],
     );
@@ -302,7 +282,7 @@ fn hand_written(root: &Path, assignments: &[Assignment], metrics: &[Metrics], pl
             ],
         )
         .unwrap();
-        write(
+        write_parquet(
             &root.join(format!("experiments/date={DATE}/part-0.parquet")),
             &[e],
         );
@@ -507,7 +487,7 @@ async fn winsorization_caps_at_the_numpy_percentile() {
         "{control} vs {expected}"
     );
     // The Parquet results carry the same numbers.
-    let batches = read_parquet(&dir.path().join("ab_results/experiment=exp"));
+    let batches = read_parquet_dir(&dir.path().join("ab_results/experiment=exp"));
     let means = batches[0]
         .column_by_name("control_mean")
         .unwrap()

@@ -38,6 +38,18 @@ fn calm() -> Behaviour {
     }
 }
 
+/// A fast partner that fails `fault_rate` of the requests with 5xx and lets `hang_rate` of them
+/// hang for `hang`.
+fn faulty(fault_rate: f64, hang_rate: f64, hang: Duration) -> Behaviour {
+    Behaviour {
+        latency: Duration::from_millis(2),
+        fault_rate,
+        timeout_rate: hang_rate,
+        hang,
+        ..calm()
+    }
+}
+
 struct Api {
     server: metadata_api::Server,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -152,7 +164,9 @@ async fn full_then_incremental(db_url: &str) {
     let root = tempfile::tempdir().unwrap();
     let first = catalog(700, 1);
     let api = Api::start(first.clone(), calm()).await;
-    let (out, meter) = sync_metered(root.path(), &api.server.url, db_url, &[]).await;
+    // No second copies: a copy the client drops would be a body the partner counted and we
+    // never read.
+    let (out, meter) = sync_metered(root.path(), &api.server.url, db_url, &["--no-hedge"]).await;
     let out = out.unwrap();
     assert_eq!(
         (out.sync.listed, out.sync.fetched, out.sync.changed),
@@ -237,24 +251,47 @@ async fn postgres_full_then_incremental() {
     db.drop().await;
 }
 
+/// A partner where 2 % of requests hang far past our timeout: each hung request is beaten by
+/// its second copy instead of waiting the timeout out, and the catalog is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_request_is_hedged_not_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let songs = catalog(500, 5);
+    let api = Api::start(songs.clone(), faulty(0.0, 0.02, Duration::from_secs(120))).await;
+    let (out, meter) = sync_metered(
+        dir.path(),
+        &api.server.url,
+        &db,
+        &["--timeout-s", "4", "--concurrency", "16"],
+    )
+    .await;
+    assert_eq!(out.unwrap().sync.changed, 500);
+    assert_catalog_equals(&db, &songs).await;
+    let hung = api.server.stats.snapshot().hung;
+    let client = &meter.extra["api"];
+    let (won, timeouts) = (
+        client["hedges_won"].as_u64().unwrap(),
+        client["timeouts"].as_u64().unwrap(),
+    );
+    assert!(
+        hung >= 3,
+        "the partner hung too few requests to tell: {hung}"
+    );
+    // Without hedging every hung request times out; with it, only one whose copy hung too.
+    assert!(
+        won >= 1 && timeouts * 2 < hung,
+        "hung {hung}, hedges won {won}, timeouts {timeouts}"
+    );
+    api.stop().await;
+}
+
 /// 10 % faults and some hanging requests; the sync is killed (SIGKILL) once it has committed
 /// something, then rerun: the catalog ends exactly equal to the API's.
 async fn faults_and_a_kill_lose_nothing(db_url: &str) {
     let root = tempfile::tempdir().unwrap();
     let songs = catalog(1500, 3);
-    let api = Api::start(
-        songs.clone(),
-        Behaviour {
-            latency: Duration::from_millis(3),
-            rate: 0.0,
-            fault_rate: 0.10,
-            timeout_rate: 0.01,
-            hang: Duration::from_secs(3),
-            token: Some("s3cret".parse().unwrap()),
-            ..Behaviour::default()
-        },
-    )
-    .await;
+    let api = Api::start(songs.clone(), faulty(0.10, 0.01, Duration::from_secs(3))).await;
     let bin = env!("CARGO_BIN_EXE_metadata-sync");
     let argv = args(
         root.path(),

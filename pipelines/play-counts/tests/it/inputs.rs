@@ -222,16 +222,10 @@ async fn bad_values_in_a_parquet_partition_are_rejected_not_counted() {
         ],
     )
     .unwrap();
-    let dir = tmp.path().join("plays/date=2026-11-26");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.join("part-0.parquet")).unwrap(),
-        schema,
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    streampulse_testkit::files::write_parquet(
+        &tmp.path().join("plays/date=2026-11-26/part-0.parquet"),
+        &[batch],
+    );
     let outcome = run_root(tmp.path(), &["--max-reject-share", "0.9"]).await;
     assert_eq!(outcome.song_rows, 1);
     assert_eq!(plays_of_the_song(tmp.path()), 2, "users 1 and 5 only");

@@ -49,28 +49,12 @@ fn generated(root: &Path, users: u64, songs: u64, plays: u64) {
     generate(&cfg, root).unwrap();
 }
 
-fn read_dir_batches(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
-            std::fs::File::open(f).unwrap(),
-            1 << 16,
-        )
-        .unwrap();
-        out.extend(reader.map(|b| b.unwrap()));
-    }
-    out
-}
-
 /// user -> [(rank, song, score)] from the output partition.
 fn recommendations(root: &Path) -> BTreeMap<i64, Vec<(i32, i64, f32)>> {
     let mut out: BTreeMap<i64, Vec<(i32, i64, f32)>> = BTreeMap::new();
-    for b in read_dir_batches(&root.join(format!("recommendations/date={DATE}"))) {
+    for b in streampulse_testkit::files::read_parquet_dir(
+        &root.join(format!("recommendations/date={DATE}")),
+    ) {
         let (u, r, s, sc) = (
             b.column(0).as_primitive::<Int64Type>(),
             b.column(1).as_primitive::<Int32Type>(),
@@ -89,7 +73,9 @@ fn recommendations(root: &Path) -> BTreeMap<i64, Vec<(i32, i64, f32)>> {
 /// id -> vector of a vectors dataset.
 fn vectors(root: &Path, dataset: &str) -> Vec<(i64, Vec<f32>)> {
     let mut out = Vec::new();
-    for b in read_dir_batches(&root.join(format!("{dataset}/date={DATE}"))) {
+    for b in
+        streampulse_testkit::files::read_parquet_dir(&root.join(format!("{dataset}/date={DATE}")))
+    {
         let ids = b.column(0).as_primitive::<Int64Type>();
         let list = b.column(1).as_fixed_size_list();
         for i in 0..b.num_rows() {
@@ -236,7 +222,9 @@ async fn recently_streamed_songs_are_excluded_and_k_is_still_met() {
 
     // What each user streamed (30 s or more) on the date, straight from the plays partition.
     let mut streamed: BTreeMap<i64, HashSet<i64>> = BTreeMap::new();
-    for b in read_dir_batches(&dir.path().join(format!("plays/date={DATE}"))) {
+    for b in
+        streampulse_testkit::files::read_parquet_dir(&dir.path().join(format!("plays/date={DATE}")))
+    {
         let schema = b.schema();
         let col = |n: &str| b.column(schema.index_of(n).unwrap()).clone();
         let (u, s, ms) = (col("user_id"), col("song_id"), col("ms_played"));
@@ -306,15 +294,7 @@ fn write_day(root: &Path, songs: &RecordBatch, users: &RecordBatch) {
 }
 
 fn write(path: &Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
+    streampulse_testkit::files::write_parquet(path, std::slice::from_ref(batch));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +351,9 @@ async fn unsorted_users_with_exclusions_are_sorted_first_and_give_the_same_rows(
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
-    let mut users = read_dir_batches(&sorted.path().join(format!("user_features/date={DATE}")));
+    let mut users = streampulse_testkit::files::read_parquet_dir(
+        &sorted.path().join(format!("user_features/date={DATE}")),
+    );
     users.reverse();
     let users: Vec<RecordBatch> = users
         .iter()

@@ -17,15 +17,7 @@ use revenue::{Args, Outcome, run, subscription_revenue};
 use streampulse_core::run_record::RunMeter;
 
 fn write(path: &Path, batch: RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    streampulse_testkit::files::write_parquet(path, &[batch]);
 }
 
 fn day(d: &str) -> i32 {

@@ -19,15 +19,11 @@ const DAY: &str = "2026-11-26";
 fn write_parquet(path: &Path, rows: i64) {
     let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let batch = RecordBatch::try_new(
-        schema.clone(),
+        schema,
         vec![Arc::new(Int64Array::from_iter_values(0..rows))],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    streampulse_testkit::files::write_parquet(path, &[batch]);
 }
 
 async fn publish(root: &DataRoot, scratch: &Path, dataset: &str, rows: i64) {
