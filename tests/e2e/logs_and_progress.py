@@ -19,7 +19,7 @@ import select
 import subprocess
 import tempfile
 
-from harness import check, finish, run
+from harness import check, finish
 
 DAY = "2026-11-26"
 ANSI = re.compile(rb"\x1b\[")

@@ -178,7 +178,9 @@ impl AtomicParquet {
     }
 }
 
-fn write_parquet(
+/// One generated dataset's file, atomically and in the generator's properties (tests that need
+/// a file as another tool writes it use [`files::write_parquet`]).
+fn write_generated(
     path: PathBuf,
     schema: arrow::datatypes::SchemaRef,
     batches: impl IntoIterator<Item = RecordBatch>,
@@ -225,7 +227,7 @@ pub fn generate_with_progress(
     }
     if want(Dataset::Songs) {
         let schema = streampulse_core::schema::SONGS.clone();
-        summary.files.push(write_parquet(
+        summary.files.push(write_generated(
             partition_file(root, "songs", cfg.date),
             schema,
             catalog.batches(64 * 1024),
@@ -234,7 +236,7 @@ pub fn generate_with_progress(
     if want(Dataset::SongEmbeddings) {
         let schema = streampulse_core::schema::SONG_EMBEDDINGS.clone();
         let batches = others::song_embeddings(cfg.seed, &catalog, 8192);
-        summary.files.push(write_parquet(
+        summary.files.push(write_generated(
             partition_file(root, "song_embeddings", cfg.date),
             schema,
             batches,
@@ -243,7 +245,7 @@ pub fn generate_with_progress(
     if want(Dataset::UserFeatures) {
         let schema = streampulse_core::schema::USER_FEATURES.clone();
         let batches = others::user_features(cfg.seed, cfg.users, 8192);
-        summary.files.push(write_parquet(
+        summary.files.push(write_generated(
             partition_file(root, "user_features", cfg.date),
             schema,
             batches,
@@ -252,7 +254,7 @@ pub fn generate_with_progress(
     if want(Dataset::Subscriptions) {
         let batch = others::subscriptions(cfg.seed, cfg.users, cfg.date, |u| model.home_market(u));
         let schema = batch.schema();
-        summary.files.push(write_parquet(
+        summary.files.push(write_generated(
             partition_file(root, "subscriptions", cfg.date),
             schema,
             [batch],
@@ -262,7 +264,7 @@ pub fn generate_with_progress(
         let [e, a, m] = others::experiments(cfg.seed, cfg.users, cfg.experiment_users, cfg.date);
         for (name, b) in [("experiments", e), ("assignments", a), ("user_metrics", m)] {
             let schema = b.schema();
-            summary.files.push(write_parquet(
+            summary.files.push(write_generated(
                 partition_file(root, name, cfg.date),
                 schema,
                 [b],
